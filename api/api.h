@@ -1,0 +1,97 @@
+/*
+ * api.h — the HTTP face of mlrelay: node configuration (flags, environment, config file), the
+ * HTTP/1.1 server on libuv + http-parser, the route table and the thin handlers.
+ *
+ * Threading: everything here runs on the loop thread except mlr_config_load(), which runs in
+ * main() before the loop starts.
+ */
+#ifndef MLR_API_H
+#define MLR_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common.h"
+#include "store.h"
+#include "workers.h"
+
+struct json_object;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Node configuration (spec §1): flags > environment > config file > built-in defaults.        */
+/* ------------------------------------------------------------------------------------------ */
+
+struct mlr_config {
+    char *listen_host;                /* "127.0.0.1" */
+    int listen_port;                  /* 9200; 0 = any free port */
+    char *data_dir;                   /* "./data" */
+    char *config_path;                /* NULL = no config file */
+    enum mlr_log_level log_level;     /* info */
+    enum mlr_log_format log_format;   /* text */
+    int64_t max_content_length;       /* http.max_content_length, bytes; 100mb */
+    int64_t max_header_size;          /* http.max_header_size, bytes; 16kb */
+    int64_t max_connections;          /* http.max_connections; 10000 */
+    int64_t idle_timeout_ms;          /* http.idle_timeout; 60s */
+    int64_t request_timeout_ms;       /* http.request_timeout (whole request received); 30s */
+    int64_t shutdown_timeout_ms;      /* http.shutdown_timeout; 10s */
+    int64_t workers_threads;          /* workers.threads; 4 */
+    struct json_object *cluster;      /* plugins.ml_commons.* / mlrelay.* initial values (flat) */
+};
+
+/** What mlr_config_load() decided main() should do. */
+enum mlr_config_action { MLR_RUN_SERVER = 0, MLR_PRINT_HELP, MLR_PRINT_VERSION };
+
+/**
+ * Fills @cfg from built-in defaults, then the config file (`--config`, else MLRELAY_CONFIG),
+ * then the environment (@getenv_fn, normally getenv), then the command line. On a bad flag,
+ * value or config file returns MLR_EINVAL with a one-line message in @err (main exits 2).
+ * On success sets *@action. @cfg must be released with mlr_config_cleanup() either way.
+ */
+int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
+                    const char *(*getenv_fn)(const char *), enum mlr_config_action *action,
+                    char *err, size_t errlen);
+
+/** Releases what mlr_config_load() allocated; leaves @cfg zeroed. */
+void mlr_config_cleanup(struct mlr_config *cfg);
+
+/** The `--help` text. */
+extern const char mlr_usage_text[];
+
+/* ------------------------------------------------------------------------------------------ */
+/* Server                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+struct api_server;
+
+/** Everything the handlers need, owned by main(). */
+struct api_context {
+    struct store *store;          /* durable state */
+    struct workers *workers;      /* settings snapshot holder and, later, the pool */
+    const char *node_id;          /* this node's 20-char id (data/node.id) */
+    const char *node_name;        /* shown by GET / */
+};
+
+/**
+ * Binds @cfg->listen_host:@cfg->listen_port and starts accepting. The bound port is available
+ * from api_server_port() (useful with port 0). Returns MLR_OK, or an error with a message in
+ * @err; *@out is untouched on failure.
+ */
+int api_server_open(uv_loop_t *loop, const struct mlr_config *cfg, const struct api_context *ctx,
+                    struct api_server **out, char *err, size_t errlen);
+
+/** The TCP port the server listens on. */
+int api_server_port(const struct api_server *srv);
+
+/** Called once the server has fully stopped (all connections closed). */
+typedef void (*api_server_stop_cb)(void *data);
+
+/**
+ * Graceful stop: closes the listener and idle connections at once, lets requests in progress
+ * finish and send their responses, force-closes whatever remains after the configured shutdown
+ * timeout, then calls @cb and frees the server.
+ */
+void api_server_stop(struct api_server *srv, api_server_stop_cb cb, void *data);
+
+#endif /* MLR_API_H */

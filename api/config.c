@@ -1,0 +1,321 @@
+/*
+ * config.c — node configuration: built-in defaults, then the config file, then the environment,
+ * then the command line (spec §1: flags beat environment beats config file).
+ *
+ * The config file is a JSON object with flat dotted keys. Node keys (listen, data_dir, log.*,
+ * http.*, workers.*) configure this process; `plugins.ml_commons.*` and `mlrelay.*` keys are the
+ * initial values of cluster settings and are validated exactly as a PUT would validate them. Any
+ * other key is an error, so a typo is reported instead of silently ignored. Runs in main() before
+ * any thread starts; not thread-safe.
+ */
+#include "api.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+const char mlr_usage_text[] =
+    "Usage: mlrelay [options]\n"
+    "       mlrelay --help | --version\n"
+    "\n"
+    "Serves the OpenSearch ML Commons remote-model REST API (/_plugins/_ml/..., /_cluster/settings).\n"
+    "\n"
+    "Options:\n"
+    "  --listen HOST:PORT     address to listen on (default 127.0.0.1:9200; port 0 = any free port)\n"
+    "  --data-dir DIR         database, master key and node id (default ./data, created 0700)\n"
+    "  --config FILE          JSON config file with flat dotted keys\n"
+    "  --log-level LEVEL      debug | info | warn | error (default info)\n"
+    "  --log-format FORMAT    text | json (default text)\n"
+    "  --help                 show this help and exit\n"
+    "  --version              show the version and exit\n"
+    "\n"
+    "Environment (flags win over environment, environment over the config file):\n"
+    "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG\n"
+    "\n"
+    "Config file keys: listen, data_dir, log.level, log.format, http.max_content_length,\n"
+    "  http.max_header_size, http.max_connections, http.idle_timeout, http.request_timeout,\n"
+    "  http.shutdown_timeout, workers.threads, and any plugins.ml_commons.* or mlrelay.* cluster\n"
+    "  setting as its initial value.\n";
+
+static void set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = mlr_xstrdup(v);
+}
+
+/* Parses "HOST:PORT" or "[V6]:PORT". */
+static int parse_listen(struct mlr_config *cfg, const char *v, char *err, size_t errlen)
+{
+    const char *colon = strrchr(v, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (colon == NULL || colon == v || end == colon + 1 || *end != '\0' || port < 0 ||
+        port > 65535) {
+        snprintf(err, errlen, "invalid listen address [%s]: expected HOST:PORT", v);
+        return MLR_EINVAL;
+    }
+    const char *host = v;
+    size_t hlen = (size_t)(colon - v);
+    if (host[0] == '[' && hlen >= 2 && host[hlen - 1] == ']') {
+        host++;
+        hlen -= 2;
+    }
+    free(cfg->listen_host);
+    cfg->listen_host = mlr_xstrndup(host, hlen);
+    cfg->listen_port = (int)port;
+    return MLR_OK;
+}
+
+/* The node keys of the config file and how to parse each. */
+enum key_kind { K_LISTEN, K_DATA_DIR, K_LOG_LEVEL, K_LOG_FORMAT, K_BYTES, K_INT, K_TIME };
+
+struct node_key {
+    const char *name;
+    enum key_kind kind;
+    size_t offset;   /* of the int64_t field for K_BYTES/K_INT/K_TIME */
+    int64_t min;     /* inclusive bounds for numbers */
+    int64_t max;
+};
+
+#define OFF(f) offsetof(struct mlr_config, f)
+static const struct node_key node_keys[] = {
+    {"listen", K_LISTEN, 0, 0, 0},
+    {"data_dir", K_DATA_DIR, 0, 0, 0},
+    {"log.level", K_LOG_LEVEL, 0, 0, 0},
+    {"log.format", K_LOG_FORMAT, 0, 0, 0},
+    {"http.max_content_length", K_BYTES, OFF(max_content_length), 1, INT32_MAX},
+    {"http.max_header_size", K_BYTES, OFF(max_header_size), 1024, 1024 * 1024},
+    {"http.max_connections", K_INT, OFF(max_connections), 1, 1000000},
+    {"http.idle_timeout", K_TIME, OFF(idle_timeout_ms), 1, INT32_MAX},
+    {"http.request_timeout", K_TIME, OFF(request_timeout_ms), 1, INT32_MAX},
+    {"http.shutdown_timeout", K_TIME, OFF(shutdown_timeout_ms), 0, INT32_MAX},
+    {"workers.threads", K_INT, OFF(workers_threads), 1, 1024},
+};
+
+static int parse_number(const struct node_key *k, const char *v, int64_t *out)
+{
+    char *end;
+    switch (k->kind) {
+    case K_BYTES:
+        return mlr_parse_bytes(v, out);
+    case K_TIME:
+        return mlr_parse_time_ms(v, 0, out);
+    default:
+        errno = 0;
+        *out = strtoll(v, &end, 10);
+        return errno == 0 && end != v && *end == '\0' ? MLR_OK : MLR_EINVAL;
+    }
+}
+
+/* Applies one node key. Returns MLR_ENOTFOUND when @name is not a node key. */
+static int set_node_key(struct mlr_config *cfg, const char *name, const char *v, char *err,
+                        size_t errlen)
+{
+    const struct node_key *k = NULL;
+    for (size_t i = 0; i < sizeof(node_keys) / sizeof(node_keys[0]); i++) {
+        if (strcmp(node_keys[i].name, name) == 0)
+            k = &node_keys[i];
+    }
+    if (k == NULL)
+        return MLR_ENOTFOUND;
+    int rc = MLR_OK;
+    int64_t n = 0;
+    switch (k->kind) {
+    case K_LISTEN:
+        return parse_listen(cfg, v, err, errlen);
+    case K_DATA_DIR:
+        set_str(&cfg->data_dir, v);
+        return MLR_OK;
+    case K_LOG_LEVEL:
+        rc = mlr_log_level_parse(v, &cfg->log_level);
+        break;
+    case K_LOG_FORMAT:
+        rc = mlr_log_format_parse(v, &cfg->log_format);
+        break;
+    default:
+        rc = parse_number(k, v, &n);
+        if (rc == MLR_OK && (n < k->min || n > k->max))
+            rc = MLR_EINVAL;
+        if (rc == MLR_OK)
+            *(int64_t *)((char *)cfg + k->offset) = n;
+        break;
+    }
+    if (rc != MLR_OK)
+        snprintf(err, errlen, "invalid value [%s] for [%s]", v, name);
+    return rc;
+}
+
+static int is_cluster_key(const char *k)
+{
+    return strncmp(k, "plugins.ml_commons.", 19) == 0 || strncmp(k, "mlrelay.", 8) == 0;
+}
+
+/* Routes one config-file entry to the node keys or the cluster layer. */
+static int file_entry(struct mlr_config *cfg, const char *key, struct json_object *val,
+                      struct json_object *cluster, char *err, size_t errlen)
+{
+    if (is_cluster_key(key)) {
+        json_object_object_add(cluster, key, json_object_get(val)); /* consumes the new ref */
+        return MLR_OK;
+    }
+    if (val == NULL || json_object_is_type(val, json_type_object) ||
+        json_object_is_type(val, json_type_array)) {
+        snprintf(err, errlen, "config key [%s] must have a string or number value", key);
+        return MLR_EINVAL;
+    }
+    int rc = set_node_key(cfg, key, json_object_get_string(val), err, errlen);
+    if (rc == MLR_ENOTFOUND) {
+        snprintf(err, errlen, "unknown config key [%s]", key);
+        rc = MLR_EINVAL;
+    }
+    return rc;
+}
+
+static int load_file(struct mlr_config *cfg, const char *path, char *err, size_t errlen)
+{
+    char why[400];
+    struct json_object *root = json_object_from_file(path);
+    if (root == NULL || !json_object_is_type(root, json_type_object)) {
+        snprintf(err, errlen, "cannot read config file %s: %s", path,
+                 root ? "not a JSON object" : json_util_get_last_err());
+        json_object_put(root);
+        return MLR_EINVAL;
+    }
+    struct json_object *cluster = json_object_new_object();
+    int rc = MLR_OK;
+    json_object_object_foreach(root, key, val)
+    {
+        rc = file_entry(cfg, key, val, cluster, why, sizeof(why));
+        if (rc != MLR_OK)
+            break;
+    }
+    if (rc == MLR_OK) {
+        json_object_put(cfg->cluster);
+        cfg->cluster = NULL;
+        rc = mlr_settings_normalize(cluster, "config", &cfg->cluster, why, sizeof(why));
+    }
+    if (rc != MLR_OK)
+        snprintf(err, errlen, "config file %s: %s", path, why);
+    json_object_put(cluster);
+    json_object_put(root);
+    return rc;
+}
+
+static void set_defaults(struct mlr_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->listen_host = mlr_xstrdup("127.0.0.1");
+    cfg->listen_port = 9200;
+    cfg->data_dir = mlr_xstrdup("./data");
+    cfg->log_level = MLR_LOG_INFO;
+    cfg->log_format = MLR_LOG_TEXT;
+    cfg->max_content_length = 100LL * 1024 * 1024;
+    cfg->max_header_size = 16 * 1024;
+    cfg->max_connections = 10000;
+    cfg->idle_timeout_ms = 60000;
+    cfg->request_timeout_ms = 30000;
+    cfg->shutdown_timeout_ms = 5000;
+    cfg->workers_threads = 4;
+    cfg->cluster = json_object_new_object();
+}
+
+/* Flags that take a value, and the node key each one sets. */
+static const struct {
+    const char *flag;
+    const char *key;
+} flag_keys[] = {
+    {"--listen", "listen"},       {"--data-dir", "data_dir"},    {"--config", NULL},
+    {"--log-level", "log.level"}, {"--log-format", "log.format"},
+};
+
+/* Finds the value of a valued flag in argv ("--x v" or "--x=v"); NULL when absent. */
+static const char *flag_value(int argc, char **argv, const char *flag)
+{
+    size_t n = strlen(flag);
+    const char *found = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], flag) == 0 && i + 1 < argc)
+            found = argv[++i];
+        else if (strncmp(argv[i], flag, n) == 0 && argv[i][n] == '=')
+            found = argv[i] + n + 1;
+    }
+    return found;
+}
+
+/* Validates the shape of argv: known flags only, valued flags have a value. */
+static int check_args(int argc, char **argv, enum mlr_config_action *action, char *err,
+                      size_t errlen)
+{
+    *action = MLR_RUN_SERVER;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            *action = MLR_PRINT_HELP;
+            return MLR_OK;
+        }
+        if (strcmp(a, "--version") == 0) {
+            *action = MLR_PRINT_VERSION;
+            return MLR_OK;
+        }
+        int known = 0;
+        for (size_t f = 0; f < sizeof(flag_keys) / sizeof(flag_keys[0]) && !known; f++) {
+            size_t n = strlen(flag_keys[f].flag);
+            if (strcmp(a, flag_keys[f].flag) == 0) {
+                if (i + 1 >= argc) {
+                    snprintf(err, errlen, "option %s needs a value", a);
+                    return MLR_EINVAL;
+                }
+                i++;
+                known = 1;
+            } else if (strncmp(a, flag_keys[f].flag, n) == 0 && a[n] == '=') {
+                known = 1;
+            }
+        }
+        if (!known) {
+            snprintf(err, errlen, "unknown option [%s]", a);
+            return MLR_EINVAL;
+        }
+    }
+    return MLR_OK;
+}
+
+int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
+                    const char *(*getenv_fn)(const char *), enum mlr_config_action *action,
+                    char *err, size_t errlen)
+{
+    set_defaults(cfg);
+    int rc = check_args(argc, argv, action, err, errlen);
+    if (rc != MLR_OK || *action != MLR_RUN_SERVER)
+        return rc;
+    const char *path = flag_value(argc, argv, "--config");
+    if (path == NULL)
+        path = getenv_fn("MLRELAY_CONFIG");
+    if (path && *path) {
+        cfg->config_path = mlr_xstrdup(path);
+        rc = load_file(cfg, path, err, errlen);
+    }
+    const char *env_listen = getenv_fn("MLRELAY_LISTEN");
+    const char *env_data = getenv_fn("MLRELAY_DATA_DIR");
+    if (rc == MLR_OK && env_listen && *env_listen)
+        rc = set_node_key(cfg, "listen", env_listen, err, errlen);
+    if (rc == MLR_OK && env_data && *env_data)
+        rc = set_node_key(cfg, "data_dir", env_data, err, errlen);
+    for (size_t f = 0; rc == MLR_OK && f < sizeof(flag_keys) / sizeof(flag_keys[0]); f++) {
+        const char *v = flag_keys[f].key ? flag_value(argc, argv, flag_keys[f].flag) : NULL;
+        if (v)
+            rc = set_node_key(cfg, flag_keys[f].key, v, err, errlen);
+    }
+    return rc;
+}
+
+void mlr_config_cleanup(struct mlr_config *cfg)
+{
+    free(cfg->listen_host);
+    free(cfg->data_dir);
+    free(cfg->config_path);
+    json_object_put(cfg->cluster);
+    memset(cfg, 0, sizeof(*cfg));
+}

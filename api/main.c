@@ -1,0 +1,217 @@
+/*
+ * main.c — the mlrelay executable: reads the configuration, opens the data directory and the
+ * store, loads the settings, starts the HTTP server and runs the loop until SIGTERM/SIGINT.
+ *
+ * This is the only file that wires modules together. Start-up order matters: the store is open
+ * and migrated and the settings are loaded before the listener opens, so the first request sees
+ * the same state as the last one before a restart. Stop order is the reverse: stop accepting,
+ * let in-flight requests answer (their writes commit first), close the store, exit 0.
+ *
+ * Exit codes: 0 after a graceful stop, 1 when start-up fails (unreadable or too-new database,
+ * port in use), 2 for a usage or configuration error.
+ */
+#include "api.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+struct app {
+    uv_loop_t loop;
+    struct mlr_config cfg;
+    struct store *store;
+    struct workers *workers;
+    struct api_server *server;
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    char node_id[MLR_ID_LEN + 1];
+    char node_name[256];
+    int stopping;
+};
+
+static const char *env(const char *name)
+{
+    return getenv(name);
+}
+
+/* mkdir -p with 0700 for the directories we create. */
+static int make_dirs(const char *path)
+{
+    char *p = mlr_xstrdup(path);
+    int rc = 0;
+    for (char *s = p + 1; *s && rc == 0; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0700) != 0 && errno != EEXIST)
+            rc = -1;
+        *s = '/';
+    }
+    if (rc == 0 && mkdir(p, 0700) != 0 && errno != EEXIST)
+        rc = -1;
+    free(p);
+    return rc;
+}
+
+/* Reads data/node.id, creating it with a fresh id on first start. */
+static int load_node_id(struct app *a, char *err, size_t errlen)
+{
+    char *path = mlr_xasprintf("%s/node.id", a->cfg.data_dir);
+    int rc = MLR_OK;
+    FILE *f = fopen(path, "r");
+    if (f != NULL) {
+        if (fscanf(f, "%20s", a->node_id) != 1 || strlen(a->node_id) != MLR_ID_LEN)
+            rc = MLR_ECORRUPT;
+        fclose(f);
+    } else {
+        rc = mlr_id_new(a->node_id);
+        int fd = rc == MLR_OK ? open(path, O_WRONLY | O_CREAT | O_EXCL, 0600) : -1;
+        if (fd < 0 || write(fd, a->node_id, MLR_ID_LEN) != MLR_ID_LEN || fsync(fd) != 0)
+            rc = MLR_EIO;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (rc != MLR_OK)
+        snprintf(err, errlen, "cannot read or create %s", path);
+    free(path);
+    return rc;
+}
+
+/* Lets the process use as many descriptors as the hard limit allows (one per connection). */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void on_server_stopped(void *data)
+{
+    struct app *a = data;
+    store_close(a->store); /* runs the callbacks of the last commits, then closes */
+    a->store = NULL;
+    mlr_log(MLR_LOG_INFO, "main", "stopped");
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct app *a = h->data;
+    if (a->stopping)
+        return;
+    a->stopping = 1;
+    mlr_log(MLR_LOG_INFO, "main", "received %s, stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    uv_close((uv_handle_t *)&a->sigterm, NULL);
+    uv_close((uv_handle_t *)&a->sigint, NULL);
+    api_server_stop(a->server, on_server_stopped, a);
+}
+
+static int open_store(struct app *a, char *err, size_t errlen)
+{
+    if (make_dirs(a->cfg.data_dir) != 0) {
+        snprintf(err, errlen, "cannot create data directory %s: %s", a->cfg.data_dir,
+                 strerror(errno));
+        return MLR_EIO;
+    }
+    int rc = load_node_id(a, err, errlen);
+    if (rc != MLR_OK)
+        return rc;
+    char *db = mlr_xasprintf("%s/mlrelay.db", a->cfg.data_dir);
+    struct store_options opts = {0};
+    rc = store_open(&a->loop, db, &opts, &a->store, err, errlen);
+    free(db);
+    return rc;
+}
+
+static int load_settings(struct app *a, char *err, size_t errlen)
+{
+    struct json_object *persistent = NULL;
+    struct mlr_settings *settings = NULL;
+    int rc = store_settings_load(a->store, &persistent);
+    if (rc != MLR_OK)
+        snprintf(err, errlen, "cannot load settings: %s", mlr_strerror(rc));
+    if (rc == MLR_OK)
+        rc = mlr_settings_new(a->cfg.cluster, persistent, NULL, &settings, err, errlen);
+    json_object_put(persistent);
+    if (rc == MLR_OK)
+        a->workers = workers_new(&a->loop, settings, (int)a->cfg.workers_threads);
+    return rc;
+}
+
+static int start(struct app *a, char *err, size_t errlen)
+{
+    int rc = open_store(a, err, errlen);
+    if (rc == MLR_OK)
+        rc = load_settings(a, err, errlen);
+    if (rc != MLR_OK)
+        return rc;
+    if (gethostname(a->node_name, sizeof(a->node_name) - 1) != 0)
+        snprintf(a->node_name, sizeof(a->node_name), "mlrelay");
+    struct api_context ctx = {a->store, a->workers, a->node_id, a->node_name};
+    rc = api_server_open(&a->loop, &a->cfg, &ctx, &a->server, err, errlen);
+    if (rc != MLR_OK)
+        return rc;
+    uv_signal_init(&a->loop, &a->sigterm);
+    uv_signal_init(&a->loop, &a->sigint);
+    a->sigterm.data = a->sigint.data = a;
+    uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&a->sigint, on_signal, SIGINT);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", api_server_port(a->server));
+    const char *kv[] = {"host", a->cfg.listen_host, "port", port, "data_dir", a->cfg.data_dir,
+                        "node_id", a->node_id};
+    mlr_log_kv(MLR_LOG_INFO, "main", "listening", kv, 4);
+    return MLR_OK;
+}
+
+static int usage_error(const char *msg)
+{
+    fprintf(stderr, "mlrelay: %s\nTry 'mlrelay --help' for more information.\n", msg);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    static struct app a;
+    char err[1024];
+    enum mlr_config_action action;
+    if (mlr_config_load(&a.cfg, argc, argv, env, &action, err, sizeof(err)) != MLR_OK) {
+        mlr_config_cleanup(&a.cfg);
+        return usage_error(err);
+    }
+    if (action != MLR_RUN_SERVER) {
+        if (action == MLR_PRINT_HELP)
+            fputs(mlr_usage_text, stdout);
+        else
+            printf("mlrelay %s (ML Commons API %s)\n", MLR_VERSION, MLR_API_LEVEL);
+        mlr_config_cleanup(&a.cfg);
+        return 0;
+    }
+    mlr_log_setup(a.cfg.log_level, a.cfg.log_format);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    uv_loop_init(&a.loop);
+    int rc = start(&a, err, sizeof(err));
+    if (rc != MLR_OK)
+        mlr_log(MLR_LOG_ERROR, "main", "%s", err);
+    if (rc != MLR_OK && a.server == NULL) {
+        store_close(a.store);
+        a.store = NULL;
+    }
+    uv_run(&a.loop, UV_RUN_DEFAULT);
+    workers_free(a.workers);
+    int closed = uv_loop_close(&a.loop);
+    mlr_config_cleanup(&a.cfg);
+    if (closed != 0)
+        mlr_log(MLR_LOG_WARN, "main", "event loop closed with handles still open");
+    return rc == MLR_OK ? 0 : 1;
+}

@@ -1,0 +1,108 @@
+/*
+ * response.c — rendering responses: JSON bodies (compact, or pretty for ?pretty), the OpenSearch
+ * error envelope, and the one table that maps the project's errors to HTTP statuses.
+ * Loop thread only.
+ */
+#include "api_int.h"
+
+#include <stdio.h>
+
+void api_render(struct json_object *body, int pretty, struct mlr_buf *out)
+{
+    int flags = JSON_C_TO_STRING_NOSLASHESCAPE |
+                (pretty ? JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED : JSON_C_TO_STRING_PLAIN);
+    size_t len = 0;
+    const char *text = json_object_to_json_string_length(body, flags, &len);
+    mlr_buf_append(out, text, len);
+    if (pretty)
+        mlr_buf_puts(out, "\n");
+}
+
+void api_send_json(struct api_req *req, int status, struct json_object *body)
+{
+    struct mlr_buf out;
+    mlr_buf_init(&out, 0);
+    api_render(body, req->pretty, &out);
+    json_object_put(body);
+    api__conn_respond(req, status, NULL, &out);
+    mlr_buf_cleanup(&out);
+}
+
+struct json_object *api_error_body(int status, const char *type, const char *reason)
+{
+    struct json_object *cause = json_object_new_object();
+    json_object_object_add(cause, "type", json_object_new_string(type));
+    json_object_object_add(cause, "reason", json_object_new_string(reason));
+    struct json_object *causes = json_object_new_array();
+    json_object_array_add(causes, cause); /* consumes cause */
+    struct json_object *err = json_object_new_object();
+    json_object_object_add(err, "root_cause", causes); /* consumes causes */
+    json_object_object_add(err, "type", json_object_new_string(type));
+    json_object_object_add(err, "reason", json_object_new_string(reason));
+    struct json_object *root = json_object_new_object();
+    json_object_object_add(root, "error", err); /* consumes err */
+    json_object_object_add(root, "status", json_object_new_int(status));
+    return root;
+}
+
+void api_send_error(struct api_req *req, int status, const char *type, const char *reason)
+{
+    if (status >= 500)
+        mlr_log(MLR_LOG_ERROR, "http", "%s %s -> %d %s: %s",
+                http_method_str(req->method), req->path, status, type, reason);
+    api_send_json(req, status, api_error_body(status, type, reason));
+}
+
+void api_send_errorf(struct api_req *req, int status, const char *type, const char *fmt, ...)
+{
+    char reason[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    api_send_error(req, status, type, reason);
+}
+
+int api_status_from_err(int err)
+{
+    static const struct {
+        int err;
+        int status;
+    } map[] = {
+        {MLR_OK, 200},          {MLR_EINVAL, 400},   {MLR_ENOTFOUND, 404},
+        {MLR_EEXIST, 409},      {MLR_ECONFLICT, 409}, {MLR_EPERM, 403},
+        {MLR_ETOOBIG, 413},     {MLR_EBUSY, 429},    {MLR_EAGAIN, 429},
+        {MLR_ETIMEDOUT, 500},   {MLR_ENOSPC, 500},   {MLR_EIO, 500},
+        {MLR_ECLOSED, 500},     {MLR_ENOMEM, 500},   {MLR_ECORRUPT, 500},
+        {MLR_ETOONEW, 500},     {MLR_EINTERNAL, 500},
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (map[i].err == err)
+            return map[i].status;
+    }
+    return 500;
+}
+
+const char *api_status_text(int status)
+{
+    static const struct {
+        int status;
+        const char *text;
+    } map[] = {
+        {100, "Continue"},          {200, "OK"},
+        {201, "Created"},           {202, "Accepted"},
+        {400, "Bad Request"},       {401, "Unauthorized"},
+        {403, "Forbidden"},         {404, "Not Found"},
+        {405, "Method Not Allowed"}, {406, "Not Acceptable"},
+        {408, "Request Timeout"},   {409, "Conflict"},
+        {413, "Content Too Large"}, {415, "Unsupported Media Type"},
+        {429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
+        {500, "Internal Server Error"}, {502, "Bad Gateway"},
+        {503, "Service Unavailable"}, {504, "Gateway Timeout"},
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (map[i].status == status)
+            return map[i].text;
+    }
+    return "Unknown";
+}

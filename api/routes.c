@@ -1,0 +1,283 @@
+/*
+ * routes.c — the route table and the central dispatcher.
+ *
+ * Every endpoint is one row: methods, path pattern, handler, body limit, flags. The dispatcher
+ * does everything that is the same for all endpoints before a handler runs — unknown path (400,
+ * OpenSearch's wording), wrong method (405 with Allow), Content-Type and JSON body checks — so
+ * handlers stay a few lines long. Pattern matching is by path segment; a literal segment beats a
+ * {param} segment, so `/models/_search` wins over `/models/{model_id}` as in OpenSearch's path
+ * trie. Cost: O(routes × segments) per request, a few hundred comparisons. Loop thread only.
+ */
+#include "api_int.h"
+
+#include <ctype.h>
+#include <string.h>
+#include <strings.h>
+
+#define M(x) (1u << HTTP_##x)
+#define KB 1024
+#define MB (1024 * 1024)
+
+static const struct api_route routes[] = {
+    {M(GET), "/", api_h_root, 0, API_BODY_NONE},
+    {M(GET), "/_cluster/settings", api_h_settings_get, 0, API_BODY_NONE},
+    {M(PUT), "/_cluster/settings", api_h_settings_put, 1 * MB, API_BODY_JSON | API_BODY_REQUIRED},
+};
+
+#define MAX_SEGMENTS 16
+
+struct segments {
+    const char *s[MAX_SEGMENTS]; /* start of each segment */
+    size_t len[MAX_SEGMENTS];    /* its length */
+    int n;                       /* count; -1 when there are too many */
+};
+
+/* Splits "/a/b/c" into segments, ignoring empty ones ("//a/" is "/a"). */
+static void split(const char *path, struct segments *out)
+{
+    out->n = 0;
+    const char *p = path;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        if (*p == '\0')
+            break;
+        const char *start = p;
+        while (*p && *p != '/')
+            p++;
+        if (out->n == MAX_SEGMENTS) {
+            out->n = -1;
+            return;
+        }
+        out->s[out->n] = start;
+        out->len[out->n] = (size_t)(p - start);
+        out->n++;
+    }
+}
+
+static int is_param(const char *s, size_t len)
+{
+    return len >= 2 && s[0] == '{' && s[len - 1] == '}';
+}
+
+/*
+ * Returns a specificity score when @route's pattern matches @path (higher = more literal
+ * segments early), or -1. Literal-before-param ordering is encoded as bits, most significant
+ * first, which is exactly the "literal beats param at the first difference" rule.
+ */
+static long match_score(const struct segments *pat, const struct segments *path)
+{
+    if (pat->n != path->n)
+        return -1;
+    long score = 0;
+    for (int i = 0; i < pat->n; i++) {
+        score <<= 1;
+        if (is_param(pat->s[i], pat->len[i]))
+            continue;
+        if (pat->len[i] != path->len[i] || memcmp(pat->s[i], path->s[i], pat->len[i]) != 0)
+            return -1;
+        score |= 1;
+    }
+    return score;
+}
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes @n bytes of @s into the pool; '+' becomes a space when @plus. NULs kept. */
+static char *pct_decode(struct mlr_pool *pool, const char *s, size_t n, int plus, size_t *outlen)
+{
+    char *d = mlr_pool_alloc(pool, n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
+            hexval((unsigned char)s[i + 2]) >= 0) {
+            d[o++] = (char)(hexval((unsigned char)s[i + 1]) * 16 + hexval((unsigned char)s[i + 2]));
+            i += 2;
+        } else if (plus && s[i] == '+') {
+            d[o++] = ' ';
+        } else {
+            d[o++] = s[i];
+        }
+    }
+    d[o] = '\0';
+    if (outlen)
+        *outlen = o;
+    return d;
+}
+
+static void capture_params(struct api_req *req, const struct segments *pat,
+                           const struct segments *path)
+{
+    req->nparams = 0;
+    for (int i = 0; i < pat->n && req->nparams < API_MAX_PARAMS; i++) {
+        if (!is_param(pat->s[i], pat->len[i]))
+            continue;
+        size_t len;
+        char *v = pct_decode(&req->pool, path->s[i], path->len[i], 0, &len);
+        /* An embedded NUL would silently truncate the value: keep it visible as invalid. */
+        req->params[req->nparams++] = strlen(v) == len ? v : NULL;
+    }
+}
+
+void api_route_match(struct api_req *req)
+{
+    struct segments path, pat;
+    split(req->path, &path);
+    req->route = NULL;
+    req->allow = 0;
+    if (path.n < 0)
+        return;
+    unsigned method = req->method == HTTP_HEAD ? M(GET) : 1u << req->method;
+    long best = -1;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        split(routes[i].pattern, &pat);
+        long score = match_score(&pat, &path);
+        if (score < 0)
+            continue;
+        req->allow |= routes[i].methods;
+        if ((routes[i].methods & method) && score > best) {
+            best = score;
+            req->route = &routes[i];
+        }
+    }
+    if (req->route) {
+        split(req->route->pattern, &pat);
+        capture_params(req, &pat, &path);
+    }
+}
+
+const char *api_header(const struct api_req *req, const char *name)
+{
+    for (int i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, name) == 0)
+            return req->headers[i].value;
+    }
+    return NULL;
+}
+
+const char *api_query(struct api_req *req, const char *name)
+{
+    const char *p = req->query;
+    size_t nlen = strlen(name);
+    while (p && *p) {
+        const char *end = strchr(p, '&');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        size_t klen = eq ? (size_t)(eq - p) : len;
+        if (klen == nlen && memcmp(p, name, nlen) == 0)
+            return eq ? pct_decode(&req->pool, eq + 1, len - klen - 1, 1, NULL) : "";
+        p = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+int api_query_bool(struct api_req *req, const char *name)
+{
+    const char *v = api_query(req, name);
+    return v != NULL && strcmp(v, "false") != 0;
+}
+
+static void send_allow(struct api_req *req)
+{
+    char allow[128] = "", methods[128] = "";
+    for (int m = 0; m < 32; m++) {
+        if (!(req->allow & (1u << m)))
+            continue;
+        const char *name = http_method_str((enum http_method)m);
+        snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+                 allow[0] ? "," : "", name);
+        snprintf(methods + strlen(methods), sizeof(methods) - strlen(methods), "%s%s",
+                 methods[0] ? ", " : "", name);
+    }
+    char header[160], reason[512];
+    snprintf(header, sizeof(header), "allow: %s\r\n", allow);
+    snprintf(reason, sizeof(reason), "Incorrect HTTP method for uri [%s] and method [%s], allowed: [%s]",
+             req->path, http_method_str(req->method), methods);
+    struct mlr_buf out;
+    mlr_buf_init(&out, 0);
+    struct json_object *env = api_error_body(405, "exception", reason);
+    api_render(env, req->pretty, &out);
+    json_object_put(env);
+    api__conn_respond(req, 405, header, &out);
+    mlr_buf_cleanup(&out);
+}
+
+/* Bodies are JSON; clients send application/json (or OpenSearch's vendor type) or nothing. */
+static int content_type_ok(const struct api_req *req)
+{
+    const char *ct = api_header(req, "content-type");
+    if (ct == NULL)
+        return 1;
+    return strncasecmp(ct, "application/json", 16) == 0 ||
+           strncasecmp(ct, "application/x-ndjson", 20) == 0 ||
+           strncasecmp(ct, "application/vnd.opensearch+json", 31) == 0 ||
+           strncasecmp(ct, "application/vnd.elasticsearch+json", 34) == 0;
+}
+
+/* Parses the body into req->json. Returns 0, or -1 after sending the error. */
+static int parse_body(struct api_req *req)
+{
+    unsigned flags = req->route->flags;
+    if (!(flags & API_BODY_JSON) || req->body.len == 0) {
+        if ((flags & API_BODY_REQUIRED) && req->body.len == 0) {
+            api_send_error(req, 400, "parse_exception", "request body is required");
+            return -1;
+        }
+        return 0;
+    }
+    if (!content_type_ok(req)) {
+        api_send_errorf(req, 406, "status_exception", "Content-Type header [%s] is not supported",
+                        api_header(req, "content-type"));
+        return -1;
+    }
+    struct json_tokener *tok = json_tokener_new_ex(64);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    struct json_object *obj = json_tokener_parse_ex(tok, req->body.data, (int)req->body.len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t used = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (obj == NULL || jerr != json_tokener_success || used != req->body.len) {
+        json_object_put(obj);
+        api_send_errorf(req, 400, "json_parse_exception", "Failed to parse request body: %s",
+                        jerr != json_tokener_success ? json_tokener_error_desc(jerr)
+                                                     : "unexpected data after the JSON value");
+        return -1;
+    }
+    if (!json_object_is_type(obj, json_type_object)) {
+        json_object_put(obj);
+        api_send_error(req, 400, "parse_exception", "request body must be a JSON object");
+        return -1;
+    }
+    req->json = obj;
+    return 0;
+}
+
+void api_dispatch(struct api_req *req)
+{
+    if (req->route == NULL) {
+        if (req->allow) {
+            send_allow(req);
+            return;
+        }
+        api_send_errorf(req, 400, "illegal_argument_exception",
+                        "no handler found for uri [%s] and method [%s]", req->path,
+                        http_method_str(req->method));
+        return;
+    }
+    for (int i = 0; i < req->nparams; i++) {
+        if (req->params[i] == NULL) {
+            api_send_error(req, 400, "illegal_argument_exception",
+                           "path parameter contains a NUL byte");
+            return;
+        }
+    }
+    if (parse_body(req) != 0)
+        return;
+    req->route->handler(req);
+}

@@ -1,0 +1,193 @@
+/*
+ * server.c — the listening socket, the connection cap and graceful stop.
+ *
+ * Connections beyond http.max_connections are still accepted (so the client is not left hanging
+ * in the backlog) and answered 429 before being closed; at most REJECT_MAX of those are in flight,
+ * beyond that a surplus connection is closed at once. Stop closes the listener, closes idle
+ * connections, lets requests in progress answer, and force-closes the rest after
+ * http.shutdown_timeout. Loop thread only.
+ */
+#include "api_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REJECT_MAX 1024
+
+struct api_server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    uv_timer_t stop_timer;        /* force-close deadline during stop */
+    const struct mlr_config *cfg; /* borrowed from main() */
+    struct api_context ctx;       /* copy */
+    struct api_conn *conns;       /* open connections (doubly linked) */
+    int64_t nconns;               /* served connections */
+    int64_t nrejects;             /* connections being answered 429 */
+    int port;                     /* bound port */
+    int stopping;
+    int handles;                  /* listener + stop timer still open */
+    int timer_closed;             /* stop_timer has been closed */
+    api_server_stop_cb stop_cb;
+    void *stop_data;
+};
+
+const struct mlr_config *api__server_config(const struct api_server *srv)
+{
+    return srv->cfg;
+}
+
+const struct api_context *api__server_context(const struct api_server *srv)
+{
+    return &srv->ctx;
+}
+
+int api_server_port(const struct api_server *srv)
+{
+    return srv->port;
+}
+
+static void on_server_handle_closed(uv_handle_t *h);
+
+static void close_stop_timer(struct api_server *srv)
+{
+    if (srv->timer_closed)
+        return;
+    srv->timer_closed = 1;
+    uv_close((uv_handle_t *)&srv->stop_timer, on_server_handle_closed);
+}
+
+static void maybe_finish_stop(struct api_server *srv)
+{
+    if (srv->stopping && srv->conns == NULL)
+        close_stop_timer(srv);
+    if (!srv->stopping || srv->conns != NULL || srv->handles > 0)
+        return;
+    api_server_stop_cb cb = srv->stop_cb;
+    void *data = srv->stop_data;
+    free(srv);
+    if (cb)
+        cb(data);
+}
+
+void api__server_conn_gone(struct api_server *srv, struct api_conn *c)
+{
+    if (c->reject) {
+        srv->nrejects--;
+    } else {
+        srv->nconns--;
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (srv->conns == c)
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    maybe_finish_stop(srv);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct api_server *srv = container_of((uv_tcp_t *)listener, struct api_server, listener);
+    if (status != 0 || srv->stopping) {
+        mlr_log(MLR_LOG_WARN, "http", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    int reject = srv->nconns >= srv->cfg->max_connections;
+    struct api_conn *c = api__conn_new(srv, srv->loop, reject);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    if (reject)
+        srv->nrejects++;
+    else
+        srv->nconns++;
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || (reject && srv->nrejects > REJECT_MAX)) {
+        api__conn_close(c);
+        return;
+    }
+    api__conn_start(c);
+}
+
+static int bind_listener(struct api_server *srv, char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    int rc = uv_ip4_addr(srv->cfg->listen_host, srv->cfg->listen_port, (struct sockaddr_in *)&addr);
+    if (rc != 0)
+        rc = uv_ip6_addr(srv->cfg->listen_host, srv->cfg->listen_port,
+                         (struct sockaddr_in6 *)&addr);
+    if (rc != 0) {
+        snprintf(err, errlen, "invalid listen address [%s]", srv->cfg->listen_host);
+        return MLR_EINVAL;
+    }
+    rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&addr, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", srv->cfg->listen_host,
+                 srv->cfg->listen_port, uv_strerror(rc));
+        return MLR_EIO;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof(bound);
+    uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &len);
+    srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                  : ((struct sockaddr_in *)&bound)->sin_port);
+    return MLR_OK;
+}
+
+static void on_server_handle_closed(uv_handle_t *h)
+{
+    struct api_server *srv = h->data;
+    srv->handles--;
+    maybe_finish_stop(srv);
+}
+
+int api_server_open(uv_loop_t *loop, const struct mlr_config *cfg, const struct api_context *ctx,
+                    struct api_server **out, char *err, size_t errlen)
+{
+    struct api_server *srv = mlr_xcalloc(1, sizeof(*srv));
+    srv->loop = loop;
+    srv->cfg = cfg;
+    srv->ctx = *ctx;
+    uv_tcp_init(loop, &srv->listener);
+    uv_timer_init(loop, &srv->stop_timer);
+    srv->listener.data = srv;
+    srv->stop_timer.data = srv;
+    srv->handles = 2;
+    int rc = bind_listener(srv, err, errlen);
+    if (rc != MLR_OK) {
+        srv->stopping = 1; /* free once both handles are closed; no callback */
+        uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
+        close_stop_timer(srv);
+        return rc;
+    }
+    *out = srv;
+    return MLR_OK;
+}
+
+static void on_stop_deadline(uv_timer_t *t)
+{
+    struct api_server *srv = t->data;
+    mlr_log(MLR_LOG_WARN, "http", "shutdown timeout: closing connections still busy");
+    for (struct api_conn *c = srv->conns; c; c = c->next)
+        api__conn_close(c);
+}
+
+void api_server_stop(struct api_server *srv, api_server_stop_cb cb, void *data)
+{
+    srv->stopping = 1;
+    srv->stop_cb = cb;
+    srv->stop_data = data;
+    uv_close((uv_handle_t *)&srv->listener, on_server_handle_closed);
+    for (struct api_conn *c = srv->conns, *next; c; c = next) {
+        next = c->next; /* api__conn_stop may unlink c later, never now */
+        api__conn_stop(c);
+    }
+    if (srv->conns == NULL) {
+        close_stop_timer(srv);
+        return;
+    }
+    uv_timer_start(&srv->stop_timer, on_stop_deadline, (uint64_t)srv->cfg->shutdown_timeout_ms, 0);
+}

@@ -1,0 +1,313 @@
+/*
+ * common.h — the leaf module every other module may use: the error space, logging, allocation,
+ * growable buffers, a per-request arena, clocks, ID generation and the cluster-settings registry.
+ *
+ * common/ includes no other mlrelay module. Everything here is thread-safe unless a comment says
+ * otherwise.
+ */
+#ifndef MLR_COMMON_H
+#define MLR_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MLR_VERSION "0.1.0"
+#define MLR_API_LEVEL "2.19.0" /* the ML Commons API level we answer as (GET /) */
+
+#define UNUSED(x) ((void)(x))
+
+#ifndef container_of
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * The one error space of the project. Foreign codes (SQLite rc, CURLcode, uv/errno) are translated
+ * into these at the module boundary that meets them, and nowhere else.
+ */
+#define MLR_ERR_MAP(XX)                                                                         \
+    XX(EINVAL, -1, "invalid argument")                                                         \
+    XX(ENOTFOUND, -2, "not found")                                                              \
+    XX(EEXIST, -3, "already exists")                                                            \
+    XX(ECONFLICT, -4, "conflicts with the current state")                                       \
+    XX(ENOMEM, -5, "out of memory")                                                             \
+    XX(EIO, -6, "i/o error")                                                                    \
+    XX(ENOSPC, -7, "no space left on device")                                                   \
+    XX(EBUSY, -8, "resource busy")                                                              \
+    XX(ETOOBIG, -9, "too large")                                                                \
+    XX(ETIMEDOUT, -10, "timed out")                                                             \
+    XX(ECORRUPT, -11, "corrupt data")                                                           \
+    XX(ETOONEW, -12, "database is newer than this binary")                                     \
+    XX(ECLOSED, -13, "closed")                                                                  \
+    XX(EPERM, -14, "permission denied")                                                         \
+    XX(EAGAIN, -15, "try again")                                                                \
+    XX(EINTERNAL, -16, "internal error")
+
+typedef enum mlr_err {
+    MLR_OK = 0,
+#define XX(name, code, msg) MLR_##name = (code),
+    MLR_ERR_MAP(XX)
+#undef XX
+} mlr_err;
+
+/** Returns a static, human-readable description of @err ("unknown error" when not ours). */
+const char *mlr_strerror(int err);
+
+/** Returns the static symbolic name of @err ("MLR_EINVAL"), or "MLR_UNKNOWN". */
+const char *mlr_err_name(int err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Logging                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+enum mlr_log_level { MLR_LOG_DEBUG = 0, MLR_LOG_INFO, MLR_LOG_WARN, MLR_LOG_ERROR };
+enum mlr_log_format { MLR_LOG_TEXT = 0, MLR_LOG_JSON };
+
+/**
+ * Sets the process-wide log threshold and line format. Call once from main() before threads
+ * start; later calls race with loggers only benignly (a line may use the old format).
+ */
+void mlr_log_setup(enum mlr_log_level level, enum mlr_log_format format);
+
+/** Parses "debug|info|warn|error" into @out. Returns MLR_OK or MLR_EINVAL (@out untouched). */
+int mlr_log_level_parse(const char *s, enum mlr_log_level *out);
+
+/** Parses "text|json" into @out. Returns MLR_OK or MLR_EINVAL (@out untouched). */
+int mlr_log_format_parse(const char *s, enum mlr_log_format *out);
+
+/** Returns non-zero when a line at @level would be written. */
+int mlr_log_enabled(enum mlr_log_level level);
+
+/**
+ * Writes one structured event to stderr as a single line: a timestamp, the level, the component
+ * (@comp, e.g. "http", "store"), the message, then @nkv key/value pairs from @kv
+ * (kv[0]=key, kv[1]=value, ...). Text format: `ts level comp: msg key=value ...`; JSON format:
+ * one object per line. Thread-safe: a line is written with one write(2).
+ */
+void mlr_log_kv(enum mlr_log_level level, const char *comp, const char *msg, const char *const *kv,
+                size_t nkv);
+
+/** printf-style convenience over mlr_log_kv() with no extra fields. */
+void mlr_log(enum mlr_log_level level, const char *comp, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------------------------------------ */
+/* Allocation: allocate or abort (OOM is not survivable; SQLite is the durability boundary).   */
+/* ------------------------------------------------------------------------------------------ */
+
+void *mlr_xmalloc(size_t n);
+void *mlr_xcalloc(size_t count, size_t size);
+void *mlr_xrealloc(void *p, size_t n);
+char *mlr_xstrdup(const char *s);
+char *mlr_xstrndup(const char *s, size_t n);
+/** printf into a fresh heap string the caller frees. */
+char *mlr_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ------------------------------------------------------------------------------------------ */
+/* Buffers                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A growable byte buffer with a hard cap, so no input can make it grow without bound. The data is
+ * always NUL-terminated (the terminator is not counted in len).
+ */
+struct mlr_buf {
+    char *data;   /* heap bytes, NULL while empty */
+    size_t len;   /* bytes used, excluding the NUL */
+    size_t cap;   /* bytes allocated */
+    size_t max;   /* hard cap on len; 0 = unlimited */
+};
+
+/** Initialises @b empty with hard cap @max bytes (0 = unlimited). */
+void mlr_buf_init(struct mlr_buf *b, size_t max);
+/** Frees the bytes; @b stays usable (empty, same cap). Accepts a zeroed struct. */
+void mlr_buf_cleanup(struct mlr_buf *b);
+/** Drops the contents but keeps the allocation. */
+void mlr_buf_reset(struct mlr_buf *b);
+/** Appends @n bytes. Returns MLR_OK or MLR_ETOOBIG (nothing appended) past the cap. */
+int mlr_buf_append(struct mlr_buf *b, const void *p, size_t n);
+/** Appends a NUL-terminated string. Same returns as mlr_buf_append(). */
+int mlr_buf_puts(struct mlr_buf *b, const char *s);
+/** Appends formatted text. Same returns as mlr_buf_append(). */
+int mlr_buf_printf(struct mlr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/** Removes the first @n bytes (n <= len), moving the rest down. */
+void mlr_buf_consume(struct mlr_buf *b, size_t n);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Arena: many small allocations released together (one per HTTP request).                     */
+/* ------------------------------------------------------------------------------------------ */
+
+struct mlr_pool_chunk;
+struct mlr_pool {
+    struct mlr_pool_chunk *_head; /* newest chunk first */
+};
+
+/** Initialises an empty pool (no allocation yet). */
+void mlr_pool_init(struct mlr_pool *p);
+/** Frees every allocation made from @p; the pool is reusable afterwards. */
+void mlr_pool_cleanup(struct mlr_pool *p);
+/** Returns @n bytes aligned for any type, valid until mlr_pool_cleanup(). Aborts on OOM. */
+void *mlr_pool_alloc(struct mlr_pool *p, size_t n);
+/** Copies @n bytes of @s into the pool and NUL-terminates the copy. */
+char *mlr_pool_strndup(struct mlr_pool *p, const char *s, size_t n);
+/** Copies a NUL-terminated string into the pool. */
+char *mlr_pool_strdup(struct mlr_pool *p, const char *s);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Clocks and IDs                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Wall clock, epoch milliseconds (the timestamps clients see). */
+int64_t mlr_now_ms(void);
+/** Monotonic clock in milliseconds (for timeouts and durations; unrelated to the epoch). */
+int64_t mlr_mono_ms(void);
+
+#define MLR_ID_LEN 20
+/**
+ * Writes a fresh 20-character URL-safe base64 ID (15 random bytes from the OpenSSL CSPRNG) and a
+ * NUL into @out. Returns MLR_OK or MLR_EIO when the CSPRNG fails.
+ */
+int mlr_id_new(char out[MLR_ID_LEN + 1]);
+
+/**
+ * Parses an OpenSearch byte-size value ("100mb", "16kb", "1g", "512", "10b") into @out bytes.
+ * Units are case-insensitive b, k/kb, m/mb, g/gb, t/tb (powers of 1024). Returns MLR_EINVAL
+ * for anything else, including negative values and overflow.
+ */
+int mlr_parse_bytes(const char *s, int64_t *out);
+
+/**
+ * Parses an OpenSearch time value ("60s", "500ms", "7d", "1h", "30m") into @out milliseconds.
+ * A bare number is rejected, as OpenSearch does, unless @bare_unit_ms is non-zero, in which case
+ * it is multiplied by it. Returns MLR_OK or MLR_EINVAL.
+ */
+int mlr_parse_time_ms(const char *s, int64_t bare_unit_ms, int64_t *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Cluster settings (`/_cluster/settings`): the registry of known keys and immutable snapshots. */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * A settings *layer* is a json-c object with flat dotted keys whose values are canonical: a JSON
+ * string, or a JSON array of strings for list settings (OpenSearch returns every value as a
+ * string). Layers, lowest precedence first: built-in defaults < config file < persistent (stored)
+ * < transient (memory only).
+ *
+ * A *snapshot* (struct mlr_settings) is the resolved, typed, immutable view of all layers, with
+ * regex lists compiled (PCRE2, JIT). It is reference counted so any thread may hold one while the
+ * loop thread swaps in a newer one after a PUT commits.
+ */
+struct json_object;
+struct mlr_settings;
+
+/* Known settings that code reads. Keys are in the registry table in common/settings.c. */
+enum mlr_setting_id {
+    MLR_S_TRUSTED_ENDPOINTS = 0,      /* plugins.ml_commons.trusted_connector_endpoints_regex */
+    MLR_S_TRUSTED_PRIVATE_ENDPOINTS,  /* ...trusted_connector_private_endpoints_regex */
+    MLR_S_RESTRICTED_IP_PATTERNS,     /* ...connector.restricted_ip_patterns (static) */
+    MLR_S_PRIVATE_IP_ENABLED,         /* ...connector.private_ip_enabled */
+    MLR_S_CONNECTOR_ACCESS_CONTROL,   /* ...connector_access_control_enabled */
+    MLR_S_MODEL_ACCESS_CONTROL,       /* ...model_access_control_enabled */
+    MLR_S_REMOTE_INFERENCE_ENABLED,   /* ...remote_inference.enabled */
+    MLR_S_AUTO_DEPLOY,                /* ...model_auto_deploy.enable */
+    MLR_S_AUTO_REDEPLOY,              /* ...model_auto_redeploy.enable */
+    MLR_S_AUTO_REDEPLOY_RETRIES,      /* ...model_auto_redeploy.lifetime_retry_times */
+    MLR_S_AUTO_REDEPLOY_RATIO,        /* ...model_auto_redeploy_success_ratio */
+    MLR_S_SYNC_UP_INTERVAL,           /* ...sync_up_job_interval_in_seconds */
+    MLR_S_TASK_TIMEOUT,               /* ...ml_task_timeout_in_seconds */
+    MLR_S_MAX_REGISTER_TASKS,         /* ...max_register_model_tasks_per_node */
+    MLR_S_MAX_DEPLOY_TASKS,           /* ...max_deploy_model_tasks_per_node */
+    MLR_S_MAX_MODEL_ON_NODE,          /* ...max_model_on_node */
+    MLR_S_MAX_ML_TASK_PER_NODE,       /* ...max_ml_task_per_node */
+    MLR_S_ELIGIBLE_NODE_ROLE,         /* ...task_dispatcher.eligible_node_role.remote_model */
+    MLR_S_ALLOW_CUSTOM_DEPLOY_PLAN,   /* ...allow_custom_deployment_plan */
+    MLR_S_SAFE_DELETE_MODEL,          /* ...safe_delete_model */
+    MLR_S_OFFLINE_BATCH_ENABLED,      /* ...offline_batch_inference_enabled */
+    MLR_S_MAX_BATCH_TASKS,            /* ...max_batch_inference_tasks */
+    MLR_S_REMOTE_JOB_STATUS_FIELD,    /* ...remote_job.status_field */
+    MLR_S_REMOTE_JOB_COMPLETED,       /* ...remote_job.status_regex.completed */
+    MLR_S_REMOTE_JOB_CANCELLED,       /* ...remote_job.status_regex.cancelled */
+    MLR_S_REMOTE_JOB_CANCELLING,      /* ...remote_job.status_regex.cancelling */
+    MLR_S_REMOTE_JOB_EXPIRED,         /* ...remote_job.status_regex.expired */
+    MLR_S_REMOTE_JOB_FAILED,          /* ...remote_job.status_regex.failed */
+    MLR_S_MONITORING_REQUEST_COUNT,   /* ...monitoring_request_count */
+    MLR_S_MASTER_KEY_CACHE_TTL,       /* ...master_key_cache_ttl_minutes (static) */
+    MLR_S_MAX_JSON_SIZE,              /* ...max_json_size */
+    MLR_S_TASK_RETENTION,             /* mlrelay.task_retention (ours; time value, default 7d) */
+    MLR_S__COUNT
+};
+
+/** Returns the full dotted key of @id (static string). */
+const char *mlr_settings_key(enum mlr_setting_id id);
+
+/**
+ * Validates and canonicalises one section of a PUT body (the value of "persistent" or
+ * "transient"; nested objects and flat dotted keys may be mixed) into a new flat layer @out whose
+ * values are canonical or JSON null (= reset to default). @scope is "persistent" or "transient"
+ * and only appears in messages. Known keys are type- and range-checked and regexes compiled;
+ * unknown `plugins.ml_commons.*` keys are accepted as strings (or lists of strings); any other key
+ * is refused. On failure returns MLR_EINVAL, writes the OpenSearch reason (e.g.
+ * "persistent setting [x.y], not recognized") into @err, and leaves @out untouched.
+ * The caller owns *@out (json_object_put()).
+ */
+int mlr_settings_normalize(struct json_object *section, const char *scope, struct json_object **out,
+                           char *err, size_t errlen);
+
+/**
+ * Applies a normalised change set @changes (from mlr_settings_normalize()) to a copy of @layer
+ * (NULL = empty): string/array values replace, JSON null removes the key. Returns the new layer;
+ * the caller owns it. @layer is not modified.
+ */
+struct json_object *mlr_settings_layer_apply(struct json_object *layer, struct json_object *changes);
+
+/**
+ * Builds a snapshot from the three layers (each may be NULL = empty; they are copied, not kept).
+ * Returns MLR_OK, or MLR_EINVAL with a reason in @err if a value in a layer is invalid (only
+ * possible for a hand-edited config file or database; PUT input is normalised first).
+ */
+int mlr_settings_new(struct json_object *config, struct json_object *persistent,
+                     struct json_object *transient, struct mlr_settings **out, char *err,
+                     size_t errlen);
+
+/** Takes one more reference to @s and returns it. Thread-safe. */
+struct mlr_settings *mlr_settings_ref(struct mlr_settings *s);
+/** Drops one reference; frees at zero. Accepts NULL. Thread-safe. */
+void mlr_settings_unref(struct mlr_settings *s);
+
+/** The snapshot's copies of its layers (borrowed; valid while @s is referenced). */
+struct json_object *mlr_settings_persistent(const struct mlr_settings *s);
+struct json_object *mlr_settings_transient(const struct mlr_settings *s);
+struct json_object *mlr_settings_config(const struct mlr_settings *s);
+
+/** Effective typed values (transient > persistent > config > default). @id must have that type. */
+int mlr_settings_bool(const struct mlr_settings *s, enum mlr_setting_id id);
+int64_t mlr_settings_int(const struct mlr_settings *s, enum mlr_setting_id id);
+double mlr_settings_double(const struct mlr_settings *s, enum mlr_setting_id id);
+/** Time settings, in milliseconds. */
+int64_t mlr_settings_time_ms(const struct mlr_settings *s, enum mlr_setting_id id);
+
+/**
+ * Returns 1 when @subject (of @len bytes) fully matches at least one regex of the regex-list or
+ * regex setting @id, 0 otherwise (also for an empty list). Thread-safe.
+ */
+int mlr_settings_match(const struct mlr_settings *s, enum mlr_setting_id id, const char *subject,
+                       size_t len);
+
+/**
+ * Renders a flat layer for GET/PUT responses: nested objects (`{"plugins":{"ml_commons":{...}}}`)
+ * unless @flat, values as strings / arrays of strings. Returns a new object the caller owns.
+ */
+struct json_object *mlr_settings_render(struct json_object *layer, int flat);
+
+/**
+ * Returns a new flat layer holding the effective default (config file value, else built-in
+ * default) of every known setting that is set in neither the persistent nor the transient layer
+ * of @s — the "defaults" section of `GET /_cluster/settings?include_defaults=true`.
+ */
+struct json_object *mlr_settings_defaults(const struct mlr_settings *s);
+
+#endif /* MLR_COMMON_H */

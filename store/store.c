@@ -1,0 +1,510 @@
+/*
+ * store.c — the SQLite store: one writer thread with group commit, a pool of read connections.
+ *
+ * Writes. Every mutation is a struct store__op queued to a single writer thread. The writer takes
+ * everything pending (up to max_batch), runs it inside one BEGIN IMMEDIATE ... COMMIT, each op
+ * under its own SAVEPOINT so one failing op (say, a unique-key clash) does not take its neighbours
+ * down, and then hands the batch back to the loop thread through a uv_async_t. With
+ * synchronous=FULL the COMMIT is the fsync, so N concurrent requests cost one fsync, not N: this
+ * is what lets durability and throughput coexist. A callback (and therefore an HTTP response)
+ * never runs before its op's transaction committed.
+ *
+ * Reads. store__read() runs a function on libuv's thread pool with a connection checked out of a
+ * small pool, so the loop never waits on the disk and no connection is used by two threads at
+ * once. WAL mode lets those readers proceed while the writer commits.
+ *
+ * Invariants: only the writer thread writes (start-up migrations aside, which run before it
+ * starts); ops complete in submission order; store_close() drains the queue before returning.
+ */
+#include "store_int.h"
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct store {
+    uv_loop_t *loop;               /* completions are delivered here */
+    uv_async_t wake;               /* writer -> loop: a batch is done */
+    struct store_options opts;     /* resolved tunables */
+    char *path;                    /* database file */
+    struct store__conn main;       /* loop thread: start-up reads only */
+    struct store__conn writer;     /* writer thread only */
+    struct store__conn *readers;   /* pool of opts.read_connections */
+    int *reader_free;              /* stack of free reader indexes */
+    int nreader_free;              /* entries in reader_free */
+    pthread_mutex_t lock;          /* guards the queues, flags and reader pool */
+    pthread_cond_t cond;           /* writer waits for work */
+    pthread_cond_t reader_cond;    /* read workers wait for a free connection */
+    pthread_t thread;              /* the writer */
+    struct store__op *pending;     /* FIFO of submitted ops, head */
+    struct store__op *pending_tail;
+    struct store__op *done;        /* FIFO of finished ops, head */
+    struct store__op *done_tail;
+    int stopping;                  /* set by store_close(): writer drains and exits */
+    int thread_started;            /* writer thread exists */
+    int reads_inflight;            /* store__read() calls not yet done (loop thread only) */
+    int closed;                    /* wake handle closed: free when reads_inflight hits 0 */
+    int schema_version;            /* PRAGMA user_version after migrations */
+    char cluster_uuid[32];         /* from the meta table */
+    char errmsg[256];              /* last SQLite message seen on the loop thread */
+    _Atomic uint64_t commits;      /* transactions committed */
+    _Atomic uint64_t writes;       /* ops carried by those transactions */
+};
+
+int store__err(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return MLR_OK;
+    case SQLITE_CONSTRAINT:
+        return MLR_EEXIST;
+    case SQLITE_NOMEM:
+        return MLR_ENOMEM;
+    case SQLITE_FULL:
+        return MLR_ENOSPC;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return MLR_EBUSY;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return MLR_ECORRUPT;
+    case SQLITE_TOOBIG:
+        return MLR_ETOOBIG;
+    case SQLITE_PERM:
+    case SQLITE_READONLY:
+    case SQLITE_AUTH:
+        return MLR_EPERM;
+    default:
+        return MLR_EIO;
+    }
+}
+
+int store__stmt(struct store__conn *c, const char *sql, sqlite3_stmt **out)
+{
+    for (int i = 0; i < c->ncache; i++) {
+        if (c->cache[i].sql == sql) {
+            sqlite3_reset(c->cache[i].st);
+            sqlite3_clear_bindings(c->cache[i].st);
+            *out = c->cache[i].st;
+            return MLR_OK;
+        }
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK)
+        return store__err(rc);
+    if (c->ncache < STORE_STMT_CACHE) {
+        c->cache[c->ncache].sql = sql;
+        c->cache[c->ncache].st = st;
+        c->ncache++;
+    } else {
+        /* The cache is sized above the number of distinct statements; finding it full is a bug. */
+        assert(!"statement cache full");
+        sqlite3_finalize(st);
+        return MLR_EINTERNAL;
+    }
+    *out = st;
+    return MLR_OK;
+}
+
+static void conn_close(struct store__conn *c)
+{
+    for (int i = 0; i < c->ncache; i++)
+        sqlite3_finalize(c->cache[i].st);
+    c->ncache = 0;
+    sqlite3_close(c->db);
+    c->db = NULL;
+}
+
+static int conn_open(struct store__conn *c, const char *path, int flags, int busy_ms, char *err,
+                     size_t errlen)
+{
+    static const char pragmas[] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                  "PRAGMA foreign_keys=ON;";
+    memset(c, 0, sizeof(*c));
+    int rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(c->db, busy_ms);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(c->db, pragmas, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open database %s: %s", path,
+                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        conn_close(c);
+        return store__err(rc) == MLR_OK ? MLR_EIO : store__err(rc);
+    }
+    return MLR_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Writer thread                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+static int exec(struct store__conn *c, const char *sql)
+{
+    return store__err(sqlite3_exec(c->db, sql, NULL, NULL, NULL));
+}
+
+/* Runs one batch in one transaction. Every op leaves with its final status. */
+static void run_batch(struct store *s, struct store__op *batch)
+{
+    int rc = exec(&s->writer, "BEGIN IMMEDIATE");
+    for (struct store__op *op = batch; op; op = op->next) {
+        if (rc != MLR_OK) {
+            op->status = rc;
+            continue;
+        }
+        exec(&s->writer, "SAVEPOINT op");
+        op->status = op->run(&s->writer, op);
+        if (op->status != MLR_OK)
+            exec(&s->writer, "ROLLBACK TO op");
+        exec(&s->writer, "RELEASE op");
+    }
+    if (rc != MLR_OK) {
+        mlr_log(MLR_LOG_ERROR, "store", "cannot begin transaction: %s",
+                sqlite3_errmsg(s->writer.db));
+        return;
+    }
+    uint64_t n = 0;
+    int crc = exec(&s->writer, "COMMIT");
+    if (crc != MLR_OK) {
+        mlr_log(MLR_LOG_ERROR, "store", "commit failed: %s", sqlite3_errmsg(s->writer.db));
+        exec(&s->writer, "ROLLBACK");
+    }
+    for (struct store__op *op = batch; op; op = op->next) {
+        if (crc != MLR_OK && op->status == MLR_OK)
+            op->status = crc;
+        n++;
+    }
+    if (crc == MLR_OK) {
+        atomic_fetch_add(&s->commits, 1);
+        atomic_fetch_add(&s->writes, n);
+    }
+}
+
+/* Detaches up to max_batch pending ops. Called with the lock held. */
+static struct store__op *take_batch(struct store *s)
+{
+    struct store__op *head = s->pending, *last = head;
+    for (int i = 1; i < s->opts.max_batch && last->next; i++)
+        last = last->next;
+    s->pending = last->next;
+    if (s->pending == NULL)
+        s->pending_tail = NULL;
+    last->next = NULL;
+    return head;
+}
+
+static void *writer_main(void *arg)
+{
+    struct store *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (s->pending == NULL && !s->stopping)
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (s->pending == NULL)
+            break; /* stopping and drained */
+        struct store__op *batch = take_batch(s);
+        pthread_mutex_unlock(&s->lock);
+
+        run_batch(s, batch);
+
+        pthread_mutex_lock(&s->lock);
+        struct store__op *last = batch;
+        while (last->next)
+            last = last->next;
+        if (s->done_tail)
+            s->done_tail->next = batch;
+        else
+            s->done = batch;
+        s->done_tail = last;
+        uv_async_send(&s->wake);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* Loop thread: run the callbacks of every finished op, in order. */
+static void deliver(struct store *s)
+{
+    pthread_mutex_lock(&s->lock);
+    struct store__op *op = s->done;
+    s->done = s->done_tail = NULL;
+    pthread_mutex_unlock(&s->lock);
+    while (op) {
+        struct store__op *next = op->next;
+        op->done(op); /* frees op */
+        op = next;
+    }
+}
+
+static void on_wake(uv_async_t *h)
+{
+    deliver(container_of(h, struct store, wake));
+}
+
+int store__submit(struct store *s, struct store__op *op)
+{
+    op->next = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->lock);
+        return MLR_ECLOSED;
+    }
+    if (s->pending_tail)
+        s->pending_tail->next = op;
+    else
+        s->pending = op;
+    s->pending_tail = op;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return MLR_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Read pool                                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+struct read_req {
+    uv_work_t work;          /* libuv thread-pool request */
+    struct store *s;
+    store__read_fn fn;       /* runs on a pool thread */
+    void *arg;
+    store__read_done done;   /* runs on the loop thread */
+    int status;
+};
+
+static void read_work(uv_work_t *w)
+{
+    struct read_req *r = container_of(w, struct read_req, work);
+    struct store *s = r->s;
+    pthread_mutex_lock(&s->lock);
+    while (s->nreader_free == 0)
+        pthread_cond_wait(&s->reader_cond, &s->lock);
+    int idx = s->reader_free[--s->nreader_free];
+    pthread_mutex_unlock(&s->lock);
+
+    r->status = r->fn(&s->readers[idx], r->arg);
+
+    pthread_mutex_lock(&s->lock);
+    s->reader_free[s->nreader_free++] = idx;
+    pthread_cond_signal(&s->reader_cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void free_store(struct store *s);
+
+static void read_after(uv_work_t *w, int status)
+{
+    struct read_req *r = container_of(w, struct read_req, work);
+    struct store *s = r->s;
+    r->done(status == UV_ECANCELED ? MLR_ECLOSED : r->status, r->arg);
+    free(r);
+    if (--s->reads_inflight == 0 && s->closed)
+        free_store(s);
+}
+
+int store__read(struct store *s, store__read_fn fn, void *arg, store__read_done done)
+{
+    struct read_req *r = mlr_xcalloc(1, sizeof(*r));
+    r->s = s;
+    r->fn = fn;
+    r->arg = arg;
+    r->done = done;
+    if (s->stopping || uv_queue_work(s->loop, &r->work, read_work, read_after) != 0) {
+        free(r);
+        return s->stopping ? MLR_ECLOSED : MLR_EIO;
+    }
+    s->reads_inflight++;
+    return MLR_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Open / close                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+static void resolve_options(struct store_options *o, const struct store_options *in)
+{
+    memset(o, 0, sizeof(*o));
+    if (in)
+        *o = *in;
+    if (o->read_connections <= 0)
+        o->read_connections = 4;
+    if (o->busy_timeout_ms <= 0)
+        o->busy_timeout_ms = 5000;
+    if (o->max_batch <= 0)
+        o->max_batch = 1024;
+}
+
+/* Reads or creates the cluster UUID in the meta table (22 characters like OpenSearch's). */
+static int load_cluster_uuid(struct store *s, char *err, size_t errlen)
+{
+    char id[MLR_ID_LEN + 1], uuid[32];
+    sqlite3_stmt *st = NULL;
+    int rc = mlr_id_new(id);
+    if (rc == MLR_OK) {
+        snprintf(uuid, sizeof(uuid), "%s%.2s", id, id + 3);
+        rc = store__stmt(&s->main, "INSERT OR IGNORE INTO meta(key, value) "
+                                   "VALUES('cluster_uuid', ?)", &st);
+    }
+    if (rc == MLR_OK) {
+        sqlite3_bind_text(st, 1, uuid, -1, SQLITE_TRANSIENT);
+        rc = store__err(sqlite3_step(st));
+    }
+    if (rc == MLR_OK)
+        rc = store__stmt(&s->main, "SELECT value FROM meta WHERE key = 'cluster_uuid'", &st);
+    if (rc == MLR_OK && sqlite3_step(st) == SQLITE_ROW)
+        snprintf(s->cluster_uuid, sizeof(s->cluster_uuid), "%s", sqlite3_column_text(st, 0));
+    else if (rc == MLR_OK)
+        rc = MLR_ECORRUPT;
+    if (st)
+        sqlite3_reset(st);
+    if (rc != MLR_OK)
+        snprintf(err, errlen, "cannot read cluster uuid: %s", sqlite3_errmsg(s->main.db));
+    return rc;
+}
+
+static int open_readers(struct store *s, char *err, size_t errlen)
+{
+    int n = s->opts.read_connections;
+    s->readers = mlr_xcalloc((size_t)n, sizeof(*s->readers));
+    s->reader_free = mlr_xcalloc((size_t)n, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        int rc = conn_open(&s->readers[i], s->path, SQLITE_OPEN_READWRITE,
+                           s->opts.busy_timeout_ms, err, errlen);
+        if (rc != MLR_OK)
+            return rc;
+        s->reader_free[s->nreader_free++] = i;
+    }
+    return MLR_OK;
+}
+
+static int open_all(struct store *s, char *err, size_t errlen)
+{
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int rc = conn_open(&s->main, s->path, flags, s->opts.busy_timeout_ms, err, errlen);
+    if (rc == MLR_OK)
+        rc = store__migrate(s->main.db, store__migrations, store__migrations_count, err, errlen);
+    if (rc == MLR_OK)
+        rc = load_cluster_uuid(s, err, errlen);
+    if (rc == MLR_OK)
+        rc = conn_open(&s->writer, s->path, SQLITE_OPEN_READWRITE, s->opts.busy_timeout_ms, err,
+                       errlen);
+    if (rc == MLR_OK)
+        rc = open_readers(s, err, errlen);
+    if (rc == MLR_OK) {
+        sqlite3_stmt *st = NULL;
+        rc = store__stmt(&s->main, "PRAGMA user_version", &st);
+        if (rc == MLR_OK && sqlite3_step(st) == SQLITE_ROW)
+            s->schema_version = sqlite3_column_int(st, 0);
+        if (st)
+            sqlite3_reset(st);
+    }
+    return rc;
+}
+
+static void free_store(struct store *s)
+{
+    conn_close(&s->main);
+    conn_close(&s->writer);
+    for (int i = 0; s->readers && i < s->opts.read_connections; i++)
+        conn_close(&s->readers[i]);
+    free(s->readers);
+    free(s->reader_free);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    pthread_cond_destroy(&s->reader_cond);
+    free(s->path);
+    free(s);
+}
+
+int store_open(uv_loop_t *loop, const char *path, const struct store_options *opts,
+               struct store **out, char *err, size_t errlen)
+{
+    struct store *s = mlr_xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->path = mlr_xstrdup(path);
+    resolve_options(&s->opts, opts);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    pthread_cond_init(&s->reader_cond, NULL);
+
+    int rc = open_all(s, err, errlen);
+    if (rc != MLR_OK) {
+        free_store(s);
+        return rc;
+    }
+    if (uv_async_init(loop, &s->wake, on_wake) != 0) {
+        snprintf(err, errlen, "cannot create the store's wake-up handle");
+        free_store(s);
+        return MLR_EIO;
+    }
+    if (pthread_create(&s->thread, NULL, writer_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the store writer thread");
+        s->stopping = 1;
+        uv_close((uv_handle_t *)&s->wake, NULL);
+        free_store(s); /* the async handle is embedded: the loop must not run it again */
+        return MLR_EIO;
+    }
+    s->thread_started = 1;
+    *out = s;
+    return MLR_OK;
+}
+
+/* Reads still running on the pool keep the store alive until the last one is delivered. */
+static void on_store_closed(uv_handle_t *h)
+{
+    struct store *s = container_of((uv_async_t *)h, struct store, wake);
+    s->closed = 1;
+    if (s->reads_inflight == 0)
+        free_store(s);
+}
+
+void store_close(struct store *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    if (s->thread_started)
+        pthread_join(s->thread, NULL);
+    deliver(s); /* callbacks of the last batches run now, on this (the loop) thread */
+    uv_close((uv_handle_t *)&s->wake, on_store_closed);
+}
+
+const char *store_errmsg(const struct store *s)
+{
+    return s->errmsg;
+}
+
+int store_schema_version(const struct store *s)
+{
+    return s->schema_version;
+}
+
+int store_schema_version_max(void)
+{
+    return store__migrations_count ? store__migrations[store__migrations_count - 1].version : 0;
+}
+
+const char *store_cluster_uuid(const struct store *s)
+{
+    return s->cluster_uuid;
+}
+
+struct store__conn *store__main_conn(struct store *s)
+{
+    return &s->main;
+}
+
+void store_stats_get(struct store *s, struct store_stats *out)
+{
+    out->commits = atomic_load(&s->commits);
+    out->writes = atomic_load(&s->writes);
+}
