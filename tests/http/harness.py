@@ -268,8 +268,30 @@ class Harness:
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 
     def cleanup(self):
+        """Stops every server still running with SIGTERM and returns a list of problems: a
+        server that did not exit 0, or whose output shows a sanitizer report (so ASan/UBSan/LSan
+        findings fail the black-box test that triggered them)."""
+        problems = []
         for s in self.servers:
-            if s.proc is not None and s.proc.poll() is None:
-                s.proc.kill()
-                s.proc.wait()
+            if s.proc is None:
+                continue
+            if s.proc.poll() is None:
+                s.close_conn()
+                s.proc.send_signal(signal.SIGTERM)
+                try:
+                    code = s.proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    s.proc.kill()
+                    s.proc.wait()
+                    code = "hung"
+                if code != 0:
+                    problems.append("server %s did not stop cleanly (exit %s)" % (s.data_dir, code))
+            time.sleep(0.05)  # let the pump threads collect the last lines
+            text = s.log()
+            for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:",
+                           "ThreadSanitizer", "UndefinedBehaviorSanitizer"):
+                if marker in text:
+                    problems.append("sanitizer report in server %s output" % s.data_dir)
+                    break
         shutil.rmtree(self.tmp, ignore_errors=True)
+        return problems

@@ -32,10 +32,13 @@ def main():
         ok = True
     except Exception:
         traceback.print_exc()
+    problems = h.cleanup()
+    if problems:
+        ok = False
+        print("\n".join(problems), file=sys.stderr)
+    if not ok:
         for s in h.servers:
             print("---- server log (%s) ----\n%s" % (s.data_dir, s.log()), file=sys.stderr)
-    finally:
-        h.cleanup()
     print("1 passed, 0 failed" if ok else "0 passed, 1 failed")
     return 0 if ok else 1
 
