@@ -121,10 +121,11 @@ static void shutdown_conn(struct api_conn *c)
     }
 }
 
-/* Parsing may continue once the response is queued, unless the client is not reading. */
+/* Parsing may go on while a request is still arriving, or once the previous response is queued
+ * (unless the client is not reading its responses). */
 static int can_parse_more(struct api_conn *c)
 {
-    return !c->closing && !c->close_after_write && c->req == NULL &&
+    return !c->closing && !c->close_after_write && !c->dispatched &&
            uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < WRITEQ_MAX;
 }
 
@@ -211,7 +212,8 @@ void api__conn_respond(struct api_req *req, int status, const char *extra_header
         return;
     }
     assert(c->req == req);
-    int keep_alive = req->keep_alive && !c->stop_requested && !c->eof;
+    /* A half-closed client still gets answers to the requests it already pipelined. */
+    int keep_alive = req->keep_alive && !c->stop_requested && !(c->eof && c->pending.len == 0);
     struct mlr_buf head;
     mlr_buf_init(&head, 0);
     build_head(&head, status, body->len, keep_alive, extra_headers);
