@@ -32,6 +32,13 @@ struct put_ctx {
     struct json_object *transient;  /* normalised changes, owned */
 };
 
+static void put_free(struct put_ctx *pc)
+{
+    json_object_put(pc->persistent);
+    json_object_put(pc->transient);
+    free(pc);
+}
+
 /* The PUT echo: what this request set (resets are not echoed), as strings. */
 static struct json_object *echo(struct json_object *changes, int flat)
 {
@@ -67,9 +74,7 @@ static void put_finish(int status, void *data)
         json_object_object_add(root, "transient", echo(pc->transient, flat));
         api_send_json(req, 200, root);
     }
-    json_object_put(pc->persistent);
-    json_object_put(pc->transient);
-    free(pc);
+    put_free(pc);
 }
 
 /* Validates the body into @pc. Returns 0, or -1 with the reason in @err. */
@@ -96,13 +101,19 @@ void api_h_settings_put(struct api_req *req)
     struct put_ctx *pc = mlr_xcalloc(1, sizeof(*pc));
     pc->req = req;
     if (parse_put(req, pc, err, sizeof(err)) != 0) {
-        json_object_put(pc->persistent);
-        json_object_put(pc->transient);
-        free(pc);
+        put_free(pc);
         api_send_error(req, 400, "illegal_argument_exception", err);
         return;
     }
-    if (pc->persistent == NULL || json_object_object_length(pc->persistent) == 0) {
+    int np = pc->persistent ? json_object_object_length(pc->persistent) : 0;
+    int nt = pc->transient ? json_object_object_length(pc->transient) : 0;
+    if (np + nt == 0) {
+        put_free(pc);
+        api_send_error(req, 400, "action_request_validation_exception",
+                       "Validation Failed: 1: no settings to update;");
+        return;
+    }
+    if (np == 0) {
         put_finish(MLR_OK, pc); /* nothing to persist */
         return;
     }

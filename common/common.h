@@ -253,6 +253,8 @@ const char *mlr_settings_key(enum mlr_setting_id id);
  * is refused. On failure returns MLR_EINVAL, writes the OpenSearch reason (e.g.
  * "persistent setting [x.y], not recognized") into @err, and leaves @out untouched.
  * The caller owns *@out (json_object_put()).
+ * @scope "config" normalises the config-file layer instead: static settings are allowed there,
+ * and keys outside `plugins.ml_commons.*` and `mlrelay.*` (node settings) are skipped.
  */
 int mlr_settings_normalize(struct json_object *section, const char *scope, struct json_object **out,
                            char *err, size_t errlen);
@@ -297,6 +299,9 @@ int64_t mlr_settings_time_ms(const struct mlr_settings *s, enum mlr_setting_id i
 int mlr_settings_match(const struct mlr_settings *s, enum mlr_setting_id id, const char *subject,
                        size_t len);
 
+/** The number of compiled regexes of the regex or regex-list setting @id (0 for an empty list). */
+size_t mlr_settings_list_len(const struct mlr_settings *s, enum mlr_setting_id id);
+
 /**
  * Renders a flat layer for GET/PUT responses: nested objects (`{"plugins":{"ml_commons":{...}}}`)
  * unless @flat, values as strings / arrays of strings. Returns a new object the caller owns.
@@ -309,5 +314,63 @@ struct json_object *mlr_settings_render(struct json_object *layer, int flat);
  * of @s — the "defaults" section of `GET /_cluster/settings?include_defaults=true`.
  */
 struct json_object *mlr_settings_defaults(const struct mlr_settings *s);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Secrets at rest: the master key and AES-256-GCM sealing of credential values (crypto.c).   */
+/* ------------------------------------------------------------------------------------------ */
+
+#define MLR_MASTER_KEY_LEN 32 /* bytes (AES-256) */
+/* Largest plaintext (and context string) mlr_secret_encrypt() accepts, in bytes. */
+#define MLR_SECRET_MAX_LEN ((size_t)16 << 20)
+
+/**
+ * Loads the master key into @key.
+ *
+ * When @env_b64 (the value of MLRELAY_MASTER_KEY) is non-NULL and non-empty it wins: it must be
+ * standard padded base64 of exactly 32 bytes (trailing whitespace is ignored), else MLR_EINVAL;
+ * the key file is then neither read nor created. Otherwise the key is read from
+ * <@data_dir>/master.key (the same base64, trailing newline allowed). If that file does not exist,
+ * 32 bytes from the OpenSSL CSPRNG are written to it with mode 0600, fsynced, and published with
+ * link(2) so that concurrent starters, even in different processes, all end up with the one key
+ * that won. A key file accessible by group or others is logged as a warning, not refused.
+ *
+ * Returns MLR_OK; MLR_EINVAL (bad @env_b64); MLR_ECORRUPT (the key file is malformed or not a
+ * regular file); MLR_EIO or MLR_ENOSPC (file system or CSPRNG failure). On failure a message that
+ * names the file but never contains key material is written to @err (@errlen bytes; NULL/0 allowed)
+ * and @key is untouched. @data_dir must exist. Thread-safe.
+ */
+int mlr_master_key_load(const char *data_dir, const char *env_b64,
+                        unsigned char key[MLR_MASTER_KEY_LEN], char *err, size_t errlen);
+
+/**
+ * Seals @len bytes of @plain (NULL allowed when @len is 0; embedded NULs are fine) under @key.
+ *
+ * *@out receives a new NUL-terminated string "v1:" + base64(nonce[12] || ciphertext || tag[16]),
+ * AES-256-GCM with a fresh random nonce per call, so sealing the same value twice gives different
+ * text. @aad is the value's context (e.g. "connector:<id>:<credential key>"); it is authenticated
+ * but not stored, so mlr_secret_decrypt() must be given the same string. NULL means "".
+ * The output is not secret: release it with free().
+ *
+ * Returns MLR_OK, MLR_ETOOBIG (@len or strlen(@aad) above MLR_SECRET_MAX_LEN), MLR_EIO (CSPRNG
+ * failure) or MLR_EINTERNAL (OpenSSL failure); *@out is written only on success. Thread-safe.
+ */
+int mlr_secret_encrypt(const unsigned char key[MLR_MASTER_KEY_LEN], const char *aad,
+                       const char *plain, size_t len, char **out);
+
+/**
+ * Opens @text produced by mlr_secret_encrypt() under the same @key and @aad.
+ *
+ * Returns MLR_OK; MLR_ECORRUPT when @text is not our format ("v1:" prefix, strict canonical
+ * base64, at least 28 decoded bytes, no larger than encrypt can produce); MLR_EPERM when
+ * authentication fails (wrong key, wrong context, or tampered/truncated data); MLR_EINTERNAL on an
+ * OpenSSL failure. Unauthenticated bytes are never returned. On success *@out is a new heap copy
+ * of the plaintext with a NUL after it and *@outlen (@outlen may be NULL) its length; release it
+ * with mlr_secret_free(*out, *outlen). Nothing is written on failure. Thread-safe.
+ */
+int mlr_secret_decrypt(const unsigned char key[MLR_MASTER_KEY_LEN], const char *aad,
+                       const char *text, char **out, size_t *outlen);
+
+/** Wipes the first @len bytes of @p with OPENSSL_cleanse(), then frees it. Accepts NULL. */
+void mlr_secret_free(char *p, size_t len);
 
 #endif /* MLR_COMMON_H */

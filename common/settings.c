@@ -28,6 +28,10 @@
  * layer getters hand out the snapshot's own json-c objects, whose serialisation cache is not
  * thread-safe: render them (render makes deep copies) before serialising from another thread.
  * Numbers are parsed and printed with the C library, which assumes the "C" locale.
+ *
+ * Costs: normalising is linear in the input; building a snapshot compiles every regex of every
+ * regex setting (microseconds each, once per settings change); a match runs the setting's
+ * regexes in order until one matches, with one small allocation for the match data.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 
@@ -53,8 +57,9 @@
 #define MATCH_LIMIT 1000000   /* PCRE2 match limit per pattern per subject */
 #define ML_PREFIX "plugins.ml_commons."
 
-/* Regexes are UTF-8; a subject with invalid UTF-8 can still be matched (and then never matches
- * a non-ASCII literal). \C is refused because it can split a UTF-8 character. */
+/* Regexes are UTF-8. A subject with invalid UTF-8 is matched without an error, but no pattern
+ * item (not even `.`) matches the invalid bytes, so such a URL fails closed. \C is refused
+ * because it can split a UTF-8 character. */
 #define RX_OPTIONS                                                                                 \
     (PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_NEVER_BACKSLASH_C | PCRE2_ANCHORED |              \
      PCRE2_ENDANCHORED)
@@ -94,11 +99,11 @@ static const char *const trusted_endpoints[] = {
 static const char *const eligible_roles[] = {"data", "ml", NULL};
 static const char *const status_fields[] = {"status", "Status", "TransformJobStatus", NULL};
 
-#define BOOL(k, d) {.key = ML_PREFIX k, .type = T_BOOL, .dynamic = 1, .def = d}
+#define BOOL(k, d) {.key = (ML_PREFIX k), .type = T_BOOL, .dynamic = 1, .def = (d)}
 #define INT(k, lo, hi, d)                                                                          \
-    {.key = ML_PREFIX k, .type = T_INT, .dynamic = 1, .min = lo, .max = hi, .def = d}
-#define REGEX(k, d) {.key = ML_PREFIX k, .type = T_REGEX, .dynamic = 1, .def = d}
-#define LIST(k, t, dyn, l) {.key = ML_PREFIX k, .type = t, .dynamic = dyn, .list = l}
+    {.key = (ML_PREFIX k), .type = T_INT, .dynamic = 1, .min = (lo), .max = (hi), .def = (d)}
+#define REGEX(k, d) {.key = (ML_PREFIX k), .type = T_REGEX, .dynamic = 1, .def = (d)}
+#define LIST(k, t, dyn, l) {.key = (ML_PREFIX k), .type = (t), .dynamic = (dyn), .list = (l)}
 
 static const struct setting_def registry[MLR_S__COUNT] = {
     [MLR_S_TRUSTED_ENDPOINTS] =
@@ -293,7 +298,9 @@ struct rx_scan {
 /* The byte @i places after the cursor, or NUL past the end. */
 static char at(const struct rx_scan *r, size_t i)
 {
-    return r->p + i < r->end ? r->p[i] : '\0';
+    if (r->p + i >= r->end)
+        return '\0';
+    return r->p[i];
 }
 
 /* The end of the escape sequence starting at the backslash @p. */
@@ -310,7 +317,7 @@ static const char *escape_end(const char *p, const char *end)
     }
     if (p[1] == 'c')
         return end - p < 3 ? end : p + 3;
-    if (memchr("xoNpPu", p[1], 6) != NULL && end - p > 2 && p[2] == '{') {
+    if (p[1] != '\0' && strchr("xoNpPu", p[1]) != NULL && end - p > 2 && p[2] == '{') {
         const char *close = memchr(p + 2, '}', (size_t)(end - p - 2));
         return close != NULL ? close + 1 : end;
     }
@@ -514,9 +521,10 @@ static void value_cleanup(struct value *v)
 static int parse_bool(const struct setting_def *d, const char *s, struct value *v,
                       struct errbuf *e)
 {
-    UNUSED(d);
     if (strcmp(s, "true") != 0 && strcmp(s, "false") != 0)
-        return fail(e, "Failed to parse value [%s] as only [true] or [false] are allowed.", s);
+        return fail(e, "Failed to parse value [%s] for setting [%s] as only [true] or [false] "
+                       "are allowed.",
+                    s, d->key);
     v->num = s[0] == 't';
     return MLR_OK;
 }
@@ -664,7 +672,7 @@ static struct json_object *default_json(const struct setting_def *d)
 /* ------------------------------------------------------------------------------------------ */
 
 struct norm {
-    const char *scope;        /* "persistent", "transient" or "config"; only in messages */
+    const char *scope;        /* "persistent", "transient" or "config" (used in messages) */
     int config;               /* config-file layer: static keys allowed, node keys skipped */
     int drop_nulls;           /* building a layer: a null is "not set", not "reset" */
     struct json_object *out;  /* the flat result being built */
@@ -865,6 +873,7 @@ int mlr_settings_normalize(struct json_object *section, const char *scope, struc
     struct norm n = {.scope = scope, .err = {err, errlen}};
     assert(scope != NULL);
     assert(out != NULL);
+    n.config = strcmp(scope, "config") == 0; /* the config file may set static settings */
     return normalize(&n, section, out);
 }
 
@@ -1053,6 +1062,13 @@ int mlr_settings_match(const struct mlr_settings *s, enum mlr_setting_id id, con
                           s->mctx) >= 0;
     pcre2_match_data_free(md);
     return hit;
+}
+
+size_t mlr_settings_list_len(const struct mlr_settings *s, enum mlr_setting_id id)
+{
+    assert(s != NULL && (unsigned)id < MLR_S__COUNT);
+    assert(registry[id].type == T_REGEX || registry[id].type == T_REGEX_LIST);
+    return s->v[id].nre;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,7 +194,8 @@ static void scalar_values_are_canonical_strings(void **state)
     (void)state;
     struct json_object *l = norm_ok("{\"plugins.ml_commons.safe_delete_model\": true,"
                                     " \"plugins.ml_commons.max_model_on_node\": 7,"
-                                    " \"plugins.ml_commons.model_auto_redeploy_success_ratio\": 0.8,"
+                                    " \"plugins.ml_commons.model_auto_redeploy_success_ratio\":"
+                                    " 0.8,"
                                     " \"plugins.ml_commons.max_ml_task_per_node\": \"10\","
                                     " \"plugins.ml_commons.future_double\": 1.0,"
                                     " \"plugins.ml_commons.future_big\": 18446744073709551615,"
@@ -215,7 +217,8 @@ static void list_values_are_arrays_of_strings(void **state)
         norm_ok("{\"plugins.ml_commons.trusted_connector_endpoints_regex\": [\"^https://a/.*$\"],"
                 " \"plugins.ml_commons.task_dispatcher.eligible_node_role.remote_model\": \"ml\","
                 " \"plugins.ml_commons.future_list\": [1, true, \"x\", 0.5]}");
-    assert_json(l, "{\"plugins.ml_commons.trusted_connector_endpoints_regex\": [\"^https://a/.*$\"],"
+    assert_json(l, "{\"plugins.ml_commons.trusted_connector_endpoints_regex\":"
+                   " [\"^https://a/.*$\"],"
                    " \"plugins.ml_commons.task_dispatcher.eligible_node_role.remote_model\":"
                    " [\"ml\"],"
                    " \"plugins.ml_commons.future_list\": [\"1\", \"true\", \"x\", \"0.5\"]}");
@@ -312,11 +315,14 @@ static void bool_errors(void **state)
 {
     (void)state;
     norm_err("{\"plugins.ml_commons.safe_delete_model\": \"yes\"}",
-             "Failed to parse value [yes] as only [true] or [false] are allowed.");
+             "Failed to parse value [yes] for setting [plugins.ml_commons.safe_delete_model] as "
+             "only [true] or [false] are allowed.");
     norm_err("{\"plugins.ml_commons.safe_delete_model\": \"TRUE\"}",
-             "Failed to parse value [TRUE] as only [true] or [false] are allowed.");
+             "Failed to parse value [TRUE] for setting [plugins.ml_commons.safe_delete_model] as "
+             "only [true] or [false] are allowed.");
     norm_err("{\"plugins.ml_commons.safe_delete_model\": 1}",
-             "Failed to parse value [1] as only [true] or [false] are allowed.");
+             "Failed to parse value [1] for setting [plugins.ml_commons.safe_delete_model] as "
+             "only [true] or [false] are allowed.");
 }
 
 static void int_not_a_number(void **state)
@@ -346,7 +352,8 @@ static void int_out_of_range(void **state)
              "Failed to parse value [-2] for setting [plugins.ml_commons.max_json_size] must be "
              ">= -1");
     struct json_object *l = norm_ok("{\"plugins.ml_commons.max_json_size\": -1,"
-                                    " \"plugins.ml_commons.max_register_model_tasks_per_node\": 0}");
+                                    " \"plugins.ml_commons.max_register_model_tasks_per_node\":"
+                                    " 0}");
     assert_string_equal(str(l, KEY("max_json_size")), "-1");
     json_object_put(l);
 }
@@ -425,6 +432,14 @@ static void bad_keys_refused(void **state)
              "setting key [plugins.ml_commons.x.] must not be empty or contain empty segments");
     norm_err("{\"plugins\": {\"\": {\"x\": 1}}}",
              "setting key [plugins..x] must not be empty or contain empty segments");
+}
+
+static void nul_in_value_refused(void **state)
+{
+    (void)state;
+    norm_err("{\"plugins.ml_commons.future\": \"a\\u0000b\"}",
+             "Failed to parse value for setting [plugins.ml_commons.future]: values must not "
+             "contain NUL characters");
 }
 
 static void duplicate_key_refused(void **state)
@@ -656,6 +671,22 @@ static void config_allows_static_and_skips_node_keys(void **state)
     mlr_settings_unref(s);
 }
 
+/* What api/config.c does with the cluster keys of the config file. */
+static void config_scope_normalize(void **state)
+{
+    (void)state;
+    struct json_object *l = norm_scope("{\"plugins.ml_commons.master_key_cache_ttl_minutes\": 30,"
+                                       " \"http.max_connections\": 10}",
+                                       "config");
+    assert_json(l, "{\"plugins.ml_commons.master_key_cache_ttl_minutes\": \"30\"}");
+    json_object_put(l);
+    norm_err_scope("{\"plugins.ml_commons.master_key_cache_ttl_minutes\": 0}", "config",
+                   "Failed to parse value [0] for setting "
+                   "[plugins.ml_commons.master_key_cache_ttl_minutes] must be >= 1");
+    norm_err_scope("{\"mlrelay.nope\": 1}", "config",
+                   "config setting [mlrelay.nope], not recognized");
+}
+
 static void match_default_trusted_endpoints(void **state)
 {
     (void)state;
@@ -666,15 +697,18 @@ static void match_default_trusted_endpoints(void **state)
     assert_int_equal(match(s, t, "https://api.openai.com.evil.com/x"), 0);
     assert_int_equal(match(s, t, "http://api.openai.com/x"), 0);
     assert_int_equal(match(s, t, "xhttps://api.openai.com/x"), 0);
-    assert_int_equal(
-        match(s, t, "https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/e/invocations"), 1);
+    assert_int_equal(match(s, t, "https://runtime.sagemaker.us-east-1.amazonaws.com/e/x"), 1);
     assert_int_equal(match(s, t, "https://bedrock-runtime.us-west-2.amazonaws.com/model/x/invoke"),
                      1);
     assert_int_equal(match(s, t, "https://rekognition-fips.us-east-1.amazonaws.com"), 1);
     assert_int_equal(match(s, t, "https://textract.us-east-1.amazonaws.com"), 1);
     assert_int_equal(match(s, t, "https://textract.us-east-1.amazonaws.com/x"), 0);
     assert_int_equal(match(s, t, ""), 0);
+    /* Invalid UTF-8 in the subject fails closed. */
+    assert_int_equal(match(s, t, "https://api.openai.com/\xff"), 0);
+    assert_int_equal(mlr_settings_list_len(s, t), 12);
     /* The private allow-list is empty by default: nothing matches. */
+    assert_int_equal(mlr_settings_list_len(s, MLR_S_TRUSTED_PRIVATE_ENDPOINTS), 0);
     assert_int_equal(match(s, MLR_S_TRUSTED_PRIVATE_ENDPOINTS, "https://10.0.0.1/x"), 0);
     mlr_settings_unref(s);
 }
@@ -689,6 +723,7 @@ static void match_is_a_full_match(void **state)
     assert_int_equal(match(s, t, "api.example.com"), 1);
     assert_int_equal(match(s, t, "https://api.example.com/x"), 0); /* not a substring search */
     assert_int_equal(match(s, t, "api.example.com/"), 0);
+    assert_int_equal(match(s, t, "xapi.example.com"), 0);
     assert_int_equal(match(s, t, "ab"), 1); /* backtracks into the second alternative */
     assert_int_equal(match(s, t, "https://api.openai.com/x"), 0); /* the defaults are replaced */
     /* @len bounds the subject. */
@@ -727,6 +762,44 @@ static void refcounting(void **state)
     mlr_settings_unref(NULL);
 }
 
+struct reader {
+    struct mlr_settings *s; /* one reference, owned by the thread */
+    int hits;
+};
+
+static void *reader_main(void *arg)
+{
+    struct reader *r = arg;
+    for (int i = 0; i < 2000; i++) {
+        struct mlr_settings *mine = mlr_settings_ref(r->s);
+        r->hits += match(mine, MLR_S_TRUSTED_ENDPOINTS, "https://api.openai.com/v1/embeddings");
+        r->hits += match(mine, MLR_S_TRUSTED_ENDPOINTS, "https://evil.example.com/");
+        mlr_settings_unref(mine);
+    }
+    mlr_settings_unref(r->s);
+    return NULL;
+}
+
+/* Threads share one snapshot: each matches concurrently and drops its own reference; whichever
+ * drops the last one frees it (run under TSan/ASan to check). */
+static void concurrent_readers(void **state)
+{
+    (void)state;
+    struct mlr_settings *s = snap(NULL, NULL, NULL);
+    pthread_t threads[4];
+    struct reader readers[4];
+    for (int i = 0; i < 4; i++) {
+        readers[i].s = mlr_settings_ref(s);
+        readers[i].hits = 0;
+        assert_int_equal(pthread_create(&threads[i], NULL, reader_main, &readers[i]), 0);
+    }
+    mlr_settings_unref(s); /* the threads hold the remaining references */
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pthread_join(threads[i], NULL), 0);
+        assert_int_equal(readers[i].hits, 2000);
+    }
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Rendering and defaults                                                                     */
 /* ------------------------------------------------------------------------------------------ */
@@ -734,7 +807,8 @@ static void refcounting(void **state)
 static void render_nested_and_flat(void **state)
 {
     (void)state;
-    struct json_object *l = norm_ok("{\"plugins.ml_commons.connector_access_control_enabled\": true,"
+    struct json_object *l = norm_ok("{\"plugins.ml_commons.connector_access_control_enabled\":"
+                                    " true,"
                                     " \"plugins.ml_commons.remote_job.status_field\": [\"s\"],"
                                     " \"plugins.ml_commons.remote_job.status_regex.failed\": \"f\","
                                     " \"mlrelay.task_retention\": \"1d\"}");
@@ -743,7 +817,8 @@ static void render_nested_and_flat(void **state)
     assert_json(nested_out,
                 "{\"mlrelay\": {\"task_retention\": \"1d\"},"
                 " \"plugins\": {\"ml_commons\": {\"connector_access_control_enabled\": \"true\","
-                "   \"remote_job\": {\"status_field\": [\"s\"], \"status_regex\": {\"failed\": \"f\"}}}}}");
+                "   \"remote_job\": {\"status_field\": [\"s\"],"
+                "                  \"status_regex\": {\"failed\": \"f\"}}}}}");
     assert_true(json_object_equal(flat_out, l));
     /* Keys come out sorted, as OpenSearch prints them. */
     assert_string_equal(json_object_to_json_string_ext(flat_out, JSON_C_TO_STRING_PLAIN),
@@ -851,6 +926,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(unknown_other_key_refused),
         cmocka_unit_test(static_key_refused),
         cmocka_unit_test(bad_keys_refused),
+        cmocka_unit_test(nul_in_value_refused),
         cmocka_unit_test(duplicate_key_refused),
         cmocka_unit_test(key_length_is_capped),
         cmocka_unit_test(nesting_depth_is_capped),
@@ -864,10 +940,12 @@ int main(int argc, char **argv)
         cmocka_unit_test(time_setting_in_milliseconds),
         cmocka_unit_test(bad_layer_refused_by_new),
         cmocka_unit_test(config_allows_static_and_skips_node_keys),
+        cmocka_unit_test(config_scope_normalize),
         cmocka_unit_test(match_default_trusted_endpoints),
         cmocka_unit_test(match_is_a_full_match),
         cmocka_unit_test(match_status_regex),
         cmocka_unit_test(refcounting),
+        cmocka_unit_test(concurrent_readers),
         cmocka_unit_test(render_nested_and_flat),
         cmocka_unit_test(render_keeps_conflicting_keys_flat),
         cmocka_unit_test(defaults_section),
