@@ -71,6 +71,7 @@ struct api_context {
     struct workers *workers;      /* settings snapshot holder and, later, the pool */
     const char *node_id;          /* this node's 20-char id (data/node.id) */
     const char *node_name;        /* shown by GET / */
+    const unsigned char *master_key; /* MLR_MASTER_KEY_LEN bytes sealing credentials */
 };
 
 /**

@@ -29,6 +29,8 @@ struct api_route {
     api_handler_fn handler;
     int64_t max_body;         /* bytes; 0 = the node's http.max_content_length */
     unsigned flags;           /* enum api_route_flags */
+    int kind;                 /* enum store_kind for the shared document handlers */
+    const char *empty_body;   /* reason for a missing required body (parse_exception) */
 };
 
 #define API_MAX_PARAMS 4
@@ -168,9 +170,31 @@ void api__conn_stop(struct api_conn *c);
 /* conn.c tells server.c that a connection is gone (its handles are closed). */
 void api__server_conn_gone(struct api_server *srv, struct api_conn *c);
 
+/**
+ * Sends OpenSearch's write response ({"_index","_id","_version","result","_shards",
+ * "_seq_no","_primary_term"}) for a document of @kind.
+ */
+void api_send_write(struct api_req *req, int status, enum store_kind kind, const char *id,
+                    int64_t version, int64_t seq_no, const char *result);
+
+/** Sends a workers_error as an OpenSearch error. */
+void api_send_workers_error(struct api_req *req, const struct workers_error *e);
+
+/** Path parameter @i when it can be a stored id (at most STORE_ID_MAX bytes), else NULL. */
+const char *api_path_id(const struct api_req *req, int i);
+
 /* Handlers (h_*.c). */
 void api_h_root(struct api_req *req);
 void api_h_settings_get(struct api_req *req);
 void api_h_settings_put(struct api_req *req);
+void api_h_doc_get(struct api_req *req);
+void api_h_doc_delete(struct api_req *req);
+void api_h_doc_search(struct api_req *req);
+void api_h_group_register(struct api_req *req);
+void api_h_group_update(struct api_req *req);
+void api_h_connector_create(struct api_req *req);
+void api_h_connector_update(struct api_req *req);
+void api_h_model_register(struct api_req *req);
+void api_h_model_update(struct api_req *req);
 
 #endif /* MLR_API_INT_H */

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 
 struct app {
     uv_loop_t loop;
@@ -33,6 +34,7 @@ struct app {
     uv_signal_t sigterm;
     uv_signal_t sigint;
     char node_id[MLR_ID_LEN + 1];
+    unsigned char master_key[MLR_MASTER_KEY_LEN];
     char node_name[256];
     int stopping;
 };
@@ -123,6 +125,9 @@ static int open_store(struct app *a, char *err, size_t errlen)
         return MLR_EIO;
     }
     int rc = load_node_id(a, err, errlen);
+    if (rc == MLR_OK)
+        rc = mlr_master_key_load(a->cfg.data_dir, getenv("MLRELAY_MASTER_KEY"), a->master_key, err,
+                                 errlen);
     if (rc != MLR_OK)
         return rc;
     char *db = mlr_xasprintf("%s/mlrelay.db", a->cfg.data_dir);
@@ -156,7 +161,7 @@ static int start(struct app *a, char *err, size_t errlen)
         return rc;
     if (gethostname(a->node_name, sizeof(a->node_name) - 1) != 0)
         snprintf(a->node_name, sizeof(a->node_name), "mlrelay");
-    struct api_context ctx = {a->store, a->workers, a->node_id, a->node_name};
+    struct api_context ctx = {a->store, a->workers, a->node_id, a->node_name, a->master_key};
     rc = api_server_open(&a->loop, &a->cfg, &ctx, &a->server, err, errlen);
     if (rc != MLR_OK)
         return rc;
@@ -197,6 +202,7 @@ int main(int argc, char **argv)
         return 0;
     }
     mlr_log_setup(a.cfg.log_level, a.cfg.log_format);
+    umask(077); /* the database, its WAL and the key file are for this user only */
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     uv_loop_init(&a.loop);
@@ -209,6 +215,7 @@ int main(int argc, char **argv)
     }
     uv_run(&a.loop, UV_RUN_DEFAULT);
     workers_free(a.workers);
+    OPENSSL_cleanse(a.master_key, sizeof(a.master_key));
     int closed = uv_loop_close(&a.loop);
     mlr_config_cleanup(&a.cfg);
     if (closed != 0)

@@ -6,6 +6,7 @@
 #include "api_int.h"
 
 #include <stdio.h>
+#include <string.h>
 
 void api_render(struct json_object *body, int pretty, struct mlr_buf *out)
 {
@@ -105,4 +106,33 @@ const char *api_status_text(int status)
             return map[i].text;
     }
     return "Unknown";
+}
+
+void api_send_write(struct api_req *req, int status, enum store_kind kind, const char *id,
+                    int64_t version, int64_t seq_no, const char *result)
+{
+    struct json_object *shards = json_object_new_object();
+    json_object_object_add(shards, "total", json_object_new_int(1));
+    json_object_object_add(shards, "successful", json_object_new_int(1));
+    json_object_object_add(shards, "failed", json_object_new_int(0));
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "_index", json_object_new_string(store_kind_index(kind)));
+    json_object_object_add(o, "_id", json_object_new_string(id));
+    json_object_object_add(o, "_version", json_object_new_int64(version));
+    json_object_object_add(o, "result", json_object_new_string(result));
+    json_object_object_add(o, "_shards", shards); /* consumes shards */
+    json_object_object_add(o, "_seq_no", json_object_new_int64(seq_no));
+    json_object_object_add(o, "_primary_term", json_object_new_int(1));
+    api_send_json(req, status, o);
+}
+
+void api_send_workers_error(struct api_req *req, const struct workers_error *e)
+{
+    api_send_error(req, e->status, e->type, e->reason);
+}
+
+const char *api_path_id(const struct api_req *req, int i)
+{
+    const char *id = i < req->nparams ? req->params[i] : NULL;
+    return id && strlen(id) <= STORE_ID_MAX ? id : NULL;
 }

@@ -18,10 +18,49 @@
 #define KB 1024
 #define MB (1024 * 1024)
 
+#define JSON API_BODY_JSON
+#define REQ (API_BODY_JSON | API_BODY_REQUIRED)
+#define ML "/_plugins/_ml"
+#define GROUP STORE_MODEL_GROUP
+#define CONN STORE_CONNECTOR
+#define MODEL STORE_MODEL
+#define TASK STORE_TASK
+
+/* method(s), path, handler, body limit (0 = http.max_content_length), flags, kind, empty body */
 static const struct api_route routes[] = {
-    {M(GET), "/", api_h_root, 0, API_BODY_NONE},
-    {M(GET), "/_cluster/settings", api_h_settings_get, 0, API_BODY_NONE},
-    {M(PUT), "/_cluster/settings", api_h_settings_put, 1 * MB, API_BODY_JSON | API_BODY_REQUIRED},
+    {M(GET), "/", api_h_root, 0, API_BODY_NONE, 0, NULL},
+    {M(GET), "/_cluster/settings", api_h_settings_get, 0, API_BODY_NONE, 0, NULL},
+    {M(PUT), "/_cluster/settings", api_h_settings_put, 1 * MB, REQ, 0, NULL},
+
+    {M(POST), ML "/model_groups/_register", api_h_group_register, 1 * MB, REQ, GROUP,
+     "Model group request has empty body"},
+    {M(GET) | M(POST), ML "/model_groups/_search", api_h_doc_search, 1 * MB, JSON, GROUP, NULL},
+    {M(GET), ML "/model_groups/{id}", api_h_doc_get, 0, API_BODY_NONE, GROUP, NULL},
+    {M(PUT), ML "/model_groups/{id}", api_h_group_update, 1 * MB, REQ, GROUP,
+     "Update model group request has empty body"},
+    {M(DELETE), ML "/model_groups/{id}", api_h_doc_delete, 0, API_BODY_NONE, GROUP, NULL},
+
+    {M(POST), ML "/connectors/_create", api_h_connector_create, 10 * MB, REQ, CONN,
+     "Create Connector request has empty body"},
+    {M(GET) | M(POST), ML "/connectors/_search", api_h_doc_search, 1 * MB, JSON, CONN, NULL},
+    {M(GET), ML "/connectors/{id}", api_h_doc_get, 0, API_BODY_NONE, CONN, NULL},
+    {M(PUT), ML "/connectors/{id}", api_h_connector_update, 10 * MB, REQ, CONN,
+     "Failed to update connector: Request body is empty"},
+    {M(DELETE), ML "/connectors/{id}", api_h_doc_delete, 0, API_BODY_NONE, CONN, NULL},
+
+    {M(POST), ML "/models/_register", api_h_model_register, 10 * MB, REQ, MODEL,
+     "Model register request has empty body"},
+    {M(POST), ML "/models/_upload", api_h_model_register, 10 * MB, REQ, MODEL,
+     "Model register request has empty body"},
+    {M(GET) | M(POST), ML "/models/_search", api_h_doc_search, 1 * MB, JSON, MODEL, NULL},
+    {M(GET), ML "/models/{id}", api_h_doc_get, 0, API_BODY_NONE, MODEL, NULL},
+    {M(PUT), ML "/models/{id}", api_h_model_update, 10 * MB, REQ, MODEL,
+     "Update model request has empty body"},
+    {M(DELETE), ML "/models/{id}", api_h_doc_delete, 0, API_BODY_NONE, MODEL, NULL},
+
+    {M(GET) | M(POST), ML "/tasks/_search", api_h_doc_search, 1 * MB, JSON, TASK, NULL},
+    {M(GET), ML "/tasks/{id}", api_h_doc_get, 0, API_BODY_NONE, TASK, NULL},
+    {M(DELETE), ML "/tasks/{id}", api_h_doc_delete, 0, API_BODY_NONE, TASK, NULL},
 };
 
 #define MAX_SEGMENTS 16
@@ -226,7 +265,9 @@ static int parse_body(struct api_req *req)
     unsigned flags = req->route->flags;
     if (!(flags & API_BODY_JSON) || req->body.len == 0) {
         if ((flags & API_BODY_REQUIRED) && req->body.len == 0) {
-            api_send_error(req, 400, "parse_exception", "request body is required");
+            api_send_error(req, 400, "parse_exception",
+                           req->route->empty_body ? req->route->empty_body
+                                                  : "request body is required");
             return -1;
         }
         return 0;

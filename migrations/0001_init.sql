@@ -4,11 +4,12 @@
 -- plus the fields that are filtered, sorted or joined on as real, indexed columns, so searches
 -- run on indexes rather than scanning JSON. Times are epoch milliseconds.
 
--- Facts about this database: cluster_uuid, ...
+-- Facts about this database: cluster_uuid, seq_no (the last _seq_no handed out), ...
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+INSERT INTO meta(key, value) VALUES('seq_no', '0');
 
 -- Persistent cluster settings (`PUT /_cluster/settings` "persistent"); value is canonical JSON.
 CREATE TABLE settings (
@@ -25,6 +26,8 @@ CREATE TABLE model_groups (
     owner             TEXT,
     created_time      INTEGER NOT NULL,
     last_updated_time INTEGER NOT NULL,
+    version           INTEGER NOT NULL DEFAULT 1, -- _version: 1 on insert, +1 per update
+    seq_no            INTEGER NOT NULL DEFAULT 0, -- _seq_no: from the meta counter
     doc               TEXT NOT NULL
 );
 
@@ -34,6 +37,8 @@ CREATE TABLE connectors (
     owner             TEXT,
     created_time      INTEGER NOT NULL,
     last_updated_time INTEGER NOT NULL,
+    version           INTEGER NOT NULL DEFAULT 1,
+    seq_no            INTEGER NOT NULL DEFAULT 0,
     doc               TEXT NOT NULL,          -- without credential
     credential        TEXT                    -- JSON map of AES-256-GCM ciphertexts
 );
@@ -49,6 +54,8 @@ CREATE TABLE models (
     last_updated_time INTEGER NOT NULL,
     last_used_ms      INTEGER,                -- last predict or deploy, for TTL
     ttl_deadline_ms   INTEGER,                -- when an idle deployed model expires; NULL = never
+    version           INTEGER NOT NULL DEFAULT 1,
+    seq_no            INTEGER NOT NULL DEFAULT 0,
     doc               TEXT NOT NULL,          -- inline connector without its credential
     credential        TEXT                    -- inline connector's encrypted credential
 );
@@ -56,6 +63,8 @@ CREATE INDEX models_group ON models(model_group_id);
 CREATE INDEX models_connector ON models(connector_id);
 CREATE INDEX models_state ON models(model_state);
 CREATE INDEX models_name ON models(name);
+CREATE INDEX models_created ON models(created_time);
+CREATE INDEX models_updated ON models(last_updated_time);
 CREATE INDEX models_ttl ON models(ttl_deadline_ms) WHERE ttl_deadline_ms IS NOT NULL;
 
 CREATE TABLE tasks (
@@ -66,9 +75,11 @@ CREATE TABLE tasks (
     create_time      INTEGER NOT NULL,
     last_update_time INTEGER NOT NULL,
     lease_until_ms   INTEGER,                 -- RUNNING: the claim expires then
+    version          INTEGER NOT NULL DEFAULT 1,
+    seq_no           INTEGER NOT NULL DEFAULT 0,
     doc              TEXT NOT NULL
 );
-CREATE INDEX tasks_state ON tasks(state, create_time);
+CREATE INDEX tasks_state ON tasks(state, task_type);
 CREATE INDEX tasks_model ON tasks(model_id);
 CREATE INDEX tasks_type ON tasks(task_type);
 CREATE INDEX tasks_create ON tasks(create_time);

@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include <json-c/json.h>
+
 static const char *const type_names[] = {
 #define XX(name) #name,
     QUEUE_TASK_TYPE_MAP(XX)
@@ -68,4 +70,23 @@ int queue_task_state_is_final(enum queue_task_state st)
     default:
         return 0;
     }
+}
+
+struct json_object *queue_task_doc_new(enum queue_task_type type, const char *model_id,
+                                       enum queue_task_state state, const char *node_id,
+                                       int is_async, int64_t now)
+{
+    struct json_object *doc = json_object_new_object();
+    if (model_id)
+        json_object_object_add(doc, "model_id", json_object_new_string(model_id));
+    json_object_object_add(doc, "task_type", json_object_new_string(queue_task_type_name(type)));
+    json_object_object_add(doc, "function_name", json_object_new_string("REMOTE"));
+    json_object_object_add(doc, "state", json_object_new_string(queue_task_state_name(state)));
+    struct json_object *nodes = json_object_new_array();
+    json_object_array_add(nodes, json_object_new_string(node_id)); /* consumes the string */
+    json_object_object_add(doc, "worker_node", nodes);              /* consumes nodes */
+    json_object_object_add(doc, "create_time", json_object_new_int64(now));
+    json_object_object_add(doc, "last_update_time", json_object_new_int64(now));
+    json_object_object_add(doc, "is_async", json_object_new_boolean(is_async));
+    return doc;
 }

@@ -56,4 +56,15 @@ int queue_task_state_parse(const char *s, enum queue_task_state *out);
 /** Non-zero for states a task never leaves (COMPLETED, FAILED, CANCELLED, ...). */
 int queue_task_state_is_final(enum queue_task_state st);
 
+struct json_object;
+
+/**
+ * Builds a task document as ML Commons shows it (reference §8.1): model_id (when known),
+ * task_type, function_name "REMOTE", state, worker_node [@node_id], create_time,
+ * last_update_time, is_async. Returns a new object the caller owns.
+ */
+struct json_object *queue_task_doc_new(enum queue_task_type type, const char *model_id,
+                                       enum queue_task_state state, const char *node_id,
+                                       int is_async, int64_t now);
+
 #endif /* MLR_QUEUE_H */

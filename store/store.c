@@ -131,6 +131,8 @@ static int conn_open(struct store__conn *c, const char *path, int flags, int bus
         rc = sqlite3_busy_timeout(c->db, busy_ms);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(c->db, pragmas, NULL, NULL, NULL);
+    if (rc == SQLITE_OK && store__search_register(c->db) != MLR_OK)
+        rc = SQLITE_ERROR;
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open database %s: %s", path,
                  c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));

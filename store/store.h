@@ -96,4 +96,120 @@ struct store_stats {
 };
 void store_stats_get(struct store *s, struct store_stats *out);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Documents: model groups, connectors, models, tasks                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * Every resource is stored as its JSON document (what GET returns) plus derived, indexed columns
+ * for the fields searches filter and sort on. Secrets never live in the document: a connector's
+ * (or an inline connector's) encrypted credential map is kept beside it and only returned when
+ * explicitly asked for.
+ */
+enum store_kind { STORE_MODEL_GROUP = 0, STORE_CONNECTOR, STORE_MODEL, STORE_TASK, STORE__KINDS };
+
+/** The OpenSearch index name of @kind (".plugins-ml-model", ...), for write responses. */
+const char *store_kind_index(enum store_kind kind);
+
+#define STORE_ID_MAX 512
+
+/** The outcome of a document write, valid during the callback only. */
+struct store_write_result {
+    int status;                 /* MLR_OK or an mlr_err (see each function) */
+    const char *id;             /* the document written (or, for a name clash, the holder) */
+    int64_t version;            /* _version after the write */
+    int64_t seq_no;             /* _seq_no of the write */
+    const char *detail;         /* error detail: e.g. "[id1, id2]" of models using a connector */
+    int count;                  /* e.g. how many models use the connector */
+    const char *task_id;        /* model register: the REGISTER_MODEL task */
+    const char *group_id;       /* model register: the group the model went into */
+    const char *model_version;  /* model register: the model's version in its group */
+};
+typedef void (*store_write_cb)(const struct store_write_result *r, void *data);
+
+/** A document as read, valid during the callback; the callback may take ownership of doc by
+ * setting it to NULL. */
+struct store_doc {
+    const char *id;
+    struct json_object *doc;    /* the stored document */
+    const char *credential;     /* encrypted credential map (JSON text), when asked for */
+    int64_t version;
+    int64_t seq_no;
+    int kind_empty;             /* with MLR_ENOTFOUND: no document of this kind exists at all
+                                 * (ML Commons then says its index is missing) */
+};
+typedef void (*store_doc_cb)(int status, struct store_doc *d, void *data);
+
+/**
+ * Inserts a new document @doc (copied) with id @id (copied) and, for connectors, the encrypted
+ * credential map @credential (JSON text, may be NULL). Derived columns are read from the document.
+ * Errors: MLR_EEXIST (the id is taken); model groups: MLR_ECONFLICT when the name is taken (the
+ * holder's id in r->id).
+ */
+int store_doc_insert(struct store *s, enum store_kind kind, const char *id, struct json_object *doc,
+                     const char *credential, store_write_cb cb, void *data);
+
+/**
+ * An in-transaction edit: runs on the writer thread with the current document (which it edits in
+ * place) and, for documents with secrets, the current encrypted credential (*credential may be
+ * replaced with a heap string, freeing the old). Returns MLR_OK to write, or an error (with a
+ * message in @err) to leave the document untouched. Must not touch loop-thread state.
+ */
+typedef int (*store_patch_fn)(struct json_object *doc, char **credential, void *arg, char *err,
+                              size_t errlen);
+
+/**
+ * Atomically reads, patches and rewrites document @id. The callback receives MLR_ENOTFOUND,
+ * the patch's error (message in r->detail) or MLR_OK with the new version. Model groups: a
+ * renamed group whose new name is taken gives MLR_ECONFLICT with the holder's id in r->id.
+ */
+int store_doc_update(struct store *s, enum store_kind kind, const char *id, store_patch_fn patch,
+                     void *arg, store_write_cb cb, void *data);
+
+/**
+ * Deletes document @id. Refusals, checked in the same transaction: a model group that still has
+ * models (MLR_ECONFLICT); a connector used by models (MLR_ECONFLICT, count and "[ids]" in
+ * r->count/r->detail); a model that is DEPLOYED, DEPLOYING or PARTIALLY_DEPLOYED
+ * (MLR_EBUSY); a task that is RUNNING (MLR_EBUSY). Unknown id: MLR_ENOTFOUND.
+ */
+int store_doc_delete(struct store *s, enum store_kind kind, const char *id, store_write_cb cb,
+                     void *data);
+
+/** Reads document @id (MLR_ENOTFOUND when absent) on the read pool. */
+int store_doc_get(struct store *s, enum store_kind kind, const char *id, int with_credential,
+                  store_doc_cb cb, void *data);
+
+/** What a search produced: the OpenSearch search response (owned by the store). */
+typedef void (*store_search_cb)(int status, struct json_object *response, void *data);
+
+/**
+ * Runs an OpenSearch `_search` body (NULL = match_all) over @kind on the read pool. A malformed
+ * body is refused synchronously: MLR_EINVAL with the error type in @err_type (static) and the
+ * reason in @err; the callback is then not called.
+ */
+int store_doc_search(struct store *s, enum store_kind kind, struct json_object *body,
+                     store_search_cb cb, void *data, const char **err_type, char *err,
+                     size_t errlen);
+
+/** A remote model registration: group resolution, version bump, model and task rows in one
+ * transaction. All strings and documents are copied. */
+struct store_model_register {
+    const char *model_id;             /* the new model's id */
+    const char *group_id;             /* NULL: use the group named like the model, or create it */
+    const char *group_new_id;         /* id for an auto-created group */
+    struct json_object *group_doc;    /* document for an auto-created group */
+    const char *connector_id;         /* standalone connector that must exist, or NULL */
+    struct json_object *model_doc;    /* model_group_id and model_version are filled in here */
+    const char *credential;           /* inline connector's encrypted credential, or NULL */
+    const char *task_id;              /* the REGISTER_MODEL task's id */
+    struct json_object *task_doc;     /* its document (model_id is filled in here) */
+};
+
+/**
+ * Registers a model. Errors: MLR_EEXIST (model id taken), MLR_ENOTFOUND with r->detail "group"
+ * (unknown model_group_id) or "connector" (unknown connector_id).
+ */
+int store_model_register(struct store *s, const struct store_model_register *req,
+                         store_write_cb cb, void *data);
+
 #endif /* MLR_STORE_H */

@@ -67,7 +67,106 @@ typedef int (*store__read_fn)(struct store__conn *c, void *arg);
 typedef void (*store__read_done)(int status, void *arg);
 int store__read(struct store *s, store__read_fn fn, void *arg, store__read_done done);
 
+/* The table name of @kind. */
+const char *store__kind_table(enum store_kind kind);
+
+struct store__index;
+/* The search description (columns, index name) of @kind. */
+const struct store__index *store__kind_index(enum store_kind kind);
+
 /* The loop-thread connection used for synchronous start-up reads. */
 struct store__conn *store__main_conn(struct store *s);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Search (store/search.c): the OpenSearch `_search` DSL subset compiled to SQL                */
+/* ------------------------------------------------------------------------------------------ */
+
+struct json_object;
+
+/* How a search field maps to SQL for one index. */
+struct store__field {
+    const char *name; /* as clients write it: "model_state", "name.keyword", "_id" */
+    const char *sql;  /* trusted column or expression: "model_state", "id" */
+    int numeric;      /* values are numbers: term/range values are coerced, match is equality */
+};
+
+/* One searchable table and the OpenSearch index it stands for. All strings are static. */
+struct store__index {
+    const char *table;                /* SQL table name */
+    const char *os_index;             /* hits' _index: ".plugins-ml-model", ... */
+    const struct store__field *fields; /* indexed columns; other names read the doc JSON */
+    size_t nfields;                   /* entries in fields */
+    const char *default_order;        /* trusted ORDER BY fragment: "rowid", "create_time" */
+};
+
+/* A value bound to one `?` of a compiled search, in order of appearance. */
+enum store__val_kind { STORE__VAL_TEXT = 0, STORE__VAL_INT, STORE__VAL_REAL };
+struct store__val {
+    enum store__val_kind kind;
+    char *text;  /* STORE__VAL_TEXT: heap copy */
+    int64_t i;   /* STORE__VAL_INT */
+    double d;    /* STORE__VAL_REAL */
+};
+
+/* A compiled `_search` body. Owns every pointer; released by store__query_cleanup(). */
+struct store__query {
+    struct mlr_buf where;     /* SQL boolean expression over the table; "1" for match_all */
+    struct mlr_buf order;     /* ORDER BY list; always ends with the id as tiebreaker */
+    struct store__val *vals;  /* values for the `?`s of where, in order */
+    size_t nvals;             /* used entries of vals */
+    size_t capvals;           /* allocated entries of vals */
+    char **sort_exprs;        /* per client sort key: SQL expression for hits' "sort", NULL for
+                               * _score */
+    size_t nsort;             /* client sort keys; 0 = no "sort" array in hits */
+    int64_t from;             /* hits to skip, 0..10000 */
+    int64_t size;             /* hits to return, 0..10000, from + size <= 10000 */
+    int64_t track_total;      /* count matches up to this many (10000 by default; INT64_MAX =
+                               * exact); -1 = omit hits.total */
+    double score;             /* every hit's _score: 1.0 scoring query, 0.0 filter-only */
+    int source;               /* 0: `_source: false`, hits carry no _source */
+    char **includes;          /* _source include patterns (dotted paths, `*` wildcards) */
+    size_t nincludes;         /* 0 = everything */
+    char **excludes;          /* _source exclude patterns */
+    size_t nexcludes;
+    const char *err_type;     /* after MLR_EINVAL only: static OpenSearch error type */
+};
+
+/**
+ * Compiles an OpenSearch search body @body (NULL or {} = match_all; borrowed) for @ix into @out,
+ * which needs no prior initialisation. Every input value is bound, never interpolated; field
+ * names not in @ix->fields must match ^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$ and read the
+ * document at '$.<name>' (json_each() for queries, so any array element matches; json_extract()
+ * for sorting); a trailing ".keyword" is dropped unless the map has the exact name. On bad input returns MLR_EINVAL with OpenSearch's reason in @err and its error type
+ * ("parsing_exception", "x_content_parse_exception", "illegal_argument_exception",
+ * "query_shard_exception", "too_many_clauses") in out->err_type; every such error is HTTP 400.
+ * *@out then holds no resources (cleanup is still allowed). Pure: any thread.
+ */
+int store__search_compile(const struct store__index *ix, struct json_object *body,
+                          struct store__query *out, char *err, size_t errlen);
+
+/** Frees what @q owns and leaves it empty and reusable. Accepts a zeroed struct. */
+void store__query_cleanup(struct store__query *q);
+
+/**
+ * Runs @q over @ix on @c (a read-pool connection; needs store__search_register()) and builds the
+ * whole OpenSearch response {"took","timed_out","_shards","hits":{"total","max_score","hits"}}
+ * into a new object *@out owned by the caller. _source never carries a top-level "credential"
+ * nor "connector.credential". Returns MLR_OK or the translated SQLite error. Costs: one count
+ * (bounded by q->track_total) and one LIMIT/OFFSET select, both on the WHERE's indexes.
+ */
+int store__search_run(struct store__conn *c, const struct store__index *ix,
+                      const struct store__query *q, struct json_object **out);
+
+/**
+ * Returns the hits SELECT that store__search_run() prepares for @q (parameters unbound: the
+ * where's values, then LIMIT and OFFSET), as a heap string the caller frees. For EXPLAIN.
+ */
+char *store__search_sql(const struct store__index *ix, const struct store__query *q);
+
+/**
+ * Registers the SQL functions searches use (mlr_match(value, query, all): full-text token match)
+ * on @db. The store must call it on every connection it opens. Returns MLR_OK or an mlr_err.
+ */
+int store__search_register(sqlite3 *db);
 
 #endif /* MLR_STORE_INT_H */

@@ -54,4 +54,99 @@ int workers_settings_check(struct workers *w, struct json_object *persistent,
 int workers_settings_apply(struct workers *w, struct json_object *persistent,
                            struct json_object *transient, char *err, size_t errlen);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Connectors: validation and the stored document (connector.c). Pure; any thread.             */
+/* ------------------------------------------------------------------------------------------ */
+
+/** A refusal with the HTTP status, OpenSearch error type and reason the API answers with. */
+struct workers_error {
+    int status;          /* HTTP status, e.g. 400 */
+    const char *type;    /* static, e.g. "illegal_argument_exception" */
+    char reason[1024];   /* exact ML Commons wording where it has one */
+};
+
+/**
+ * Converts a parameter value to its stored string form as ML Commons does: strings as-is,
+ * numbers in Java's notation (0.0001 -> "1.0E-4"), objects/arrays/booleans as compact JSON,
+ * null as "null". Returns a heap string the caller frees.
+ */
+char *workers_param_string(struct json_object *v);
+
+/** Whether @name is a built-in pre-process (post = 0) or post-process (post = 1) function. */
+int workers_function_known(const char *name, int post);
+
+/** Checks a rendered URL against the trusted-endpoint allow-list of @s (full match). */
+int workers_url_trusted(struct mlr_settings *s, const char *url, struct workers_error *e);
+
+/**
+ * Validates a connector body (create, merged update, or inline) against the rules of ML Commons
+ * (reference §4.1–§4.3) and builds its canonical document without the credential: parameters as
+ * strings, version as a string, action types upper-case, client_config with defaults.
+ * @cred_keys: an object whose keys are the credential names (the plaintext map on create, the
+ * encrypted map on update). Returns MLR_OK with *@out owned by the caller, or MLR_EINVAL with @e.
+ */
+int workers_connector_build(struct json_object *body, struct json_object *cred_keys,
+                            struct mlr_settings *s, int64_t created, int64_t now,
+                            struct json_object **out, struct workers_error *e);
+
+/** The credential object with every value converted to a string (NULL if not an object). */
+struct json_object *workers_credential_strings(struct json_object *cred);
+
+/**
+ * Seals every value of the plaintext credential map @plain with the master key, binding each to
+ * "<owner>:<name>" (owner: "connector:<id>" or "model:<id>"), and writes the JSON text of the
+ * sealed map to *@out (heap). Returns MLR_OK or the mlr_secret_encrypt() error.
+ */
+int workers_credential_encrypt(const unsigned char *key, const char *owner,
+                               struct json_object *plain, char **out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Model groups and models: validation and stored documents (models.c). Pure; any thread.      */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Checks a custom document id (`^[a-zA-Z0-9][a-zA-Z0-9_-]*$`, at most 512 bytes). */
+int workers_id_valid(const char *id);
+
+/**
+ * Validates a model-group register body and builds the stored document (name, latest_version 0,
+ * description, access "public", times). Returns MLR_OK with *@out, or MLR_EINVAL with @e.
+ */
+int workers_group_build(struct json_object *body, int64_t now, struct json_object **out,
+                        struct workers_error *e);
+
+/** What a model register body resolves to. Heap members are owned by the struct. */
+struct workers_model {
+    struct json_object *doc;         /* model document (model_group_id/model_version filled later) */
+    struct json_object *group_doc;   /* document for an auto-created group */
+    struct json_object *credential;  /* inline connector's plaintext credential, or NULL */
+    const char *connector_id;        /* borrowed from the body, or NULL */
+    const char *group_id;            /* borrowed from the body, or NULL */
+    const char *model_id;            /* borrowed custom id, or NULL */
+};
+
+/** Validates a remote-model register body (reference §6.1). */
+int workers_model_build(struct json_object *body, struct mlr_settings *s, int64_t now,
+                        struct workers_model *out, struct workers_error *e);
+
+/** Releases what workers_model_build() allocated; accepts a zeroed struct. */
+void workers_model_cleanup(struct workers_model *m);
+
+/** Arguments of the update patches below; built on the loop thread, used on the writer. */
+struct workers_patch {
+    const char *id;                  /* the document being updated (for messages) */
+    struct json_object *body;        /* the request body (borrowed; outlives the write) */
+    struct mlr_settings *settings;   /* a reference, released by the caller after the write */
+    char *credential;                /* new encrypted credential map, or NULL to keep it */
+    int64_t now;                     /* epoch ms for last_updated_time */
+    struct workers_error error;      /* filled when the patch refuses */
+};
+
+/* store_patch_fn implementations (see store.h). */
+int workers_group_patch(struct json_object *doc, char **credential, void *arg, char *err,
+                        size_t errlen);
+int workers_connector_patch(struct json_object *doc, char **credential, void *arg, char *err,
+                            size_t errlen);
+int workers_model_patch(struct json_object *doc, char **credential, void *arg, char *err,
+                        size_t errlen);
+
 #endif /* MLR_WORKERS_H */
