@@ -225,6 +225,9 @@ static void on_updated(const struct store_write_result *r, void *data)
         api_send_json(req, 200, o);
     } else if (r->status == MLR_OK) {
         api_send_write(req, 200, kind, r->id, r->version, r->seq_no, "updated");
+    } else if (r->status == MLR_ENOTFOUND && strncmp(r->detail, "connector:", 10) == 0) {
+        api_send_errorf(req, 404, "status_exception", "Failed to find connector:%s",
+                        r->detail + 10);
     } else if (r->status == MLR_ENOTFOUND && kind == STORE_MODEL) {
         api_send_errorf(req, 404, "status_exception",
                         "Failed to find model to update with the provided model id: %s", r->id);
@@ -256,14 +259,14 @@ static void start_update(struct api_req *req, store_patch_fn patch, char *creden
     u->patch.settings = workers_settings_get(req->ctx->workers);
     u->patch.credential = credential; /* the update context owns it now */
     u->patch.now = now_ms();
-    struct store_write_result missing = {.status = MLR_ENOTFOUND, .id = u->patch.id};
+    struct store_write_result missing = {.status = MLR_ENOTFOUND, .id = u->patch.id, .detail = ""};
     if (id == NULL) {
         on_updated(&missing, u);
         return;
     }
     int rc = store_doc_update(req->ctx->store, kind_of(req), id, patch, &u->patch, on_updated, u);
     if (rc != MLR_OK) {
-        struct store_write_result failed = {.status = rc, .id = id};
+        struct store_write_result failed = {.status = rc, .id = id, .detail = ""};
         on_updated(&failed, u);
     }
 }

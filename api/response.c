@@ -29,17 +29,45 @@ void api_send_json(struct api_req *req, int status, struct json_object *body)
     mlr_buf_cleanup(&out);
 }
 
+/* Length of the valid UTF-8 sequence at @s (1-4), or 0 when it is not one. */
+static int utf8_len(const unsigned char *s)
+{
+    int n = *s < 0x80 ? 1 : (*s & 0xe0) == 0xc0 && *s >= 0xc2 ? 2 : (*s & 0xf0) == 0xe0 ? 3
+            : (*s & 0xf8) == 0xf0 && *s <= 0xf4 ? 4 : 0;
+    for (int k = 1; k < n; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+    }
+    return n;
+}
+
+/* A copy of @s in which every byte that is not part of valid UTF-8 became '?', so an echoed
+ * hostile value can never make the response invalid JSON text. */
+static struct json_object *safe_string(const char *s)
+{
+    struct mlr_buf b;
+    mlr_buf_init(&b, 0);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        int n = utf8_len(p);
+        mlr_buf_append(&b, n ? (const char *)p : "?", n ? (size_t)n : 1);
+        p += n ? n : 1;
+    }
+    struct json_object *o = json_object_new_string_len(b.data ? b.data : "", (int)b.len);
+    mlr_buf_cleanup(&b);
+    return o;
+}
+
 struct json_object *api_error_body(int status, const char *type, const char *reason)
 {
     struct json_object *cause = json_object_new_object();
     json_object_object_add(cause, "type", json_object_new_string(type));
-    json_object_object_add(cause, "reason", json_object_new_string(reason));
+    json_object_object_add(cause, "reason", safe_string(reason));
     struct json_object *causes = json_object_new_array();
     json_object_array_add(causes, cause); /* consumes cause */
     struct json_object *err = json_object_new_object();
     json_object_object_add(err, "root_cause", causes); /* consumes causes */
     json_object_object_add(err, "type", json_object_new_string(type));
-    json_object_object_add(err, "reason", json_object_new_string(reason));
+    json_object_object_add(err, "reason", safe_string(reason));
     struct json_object *root = json_object_new_object();
     json_object_object_add(root, "error", err); /* consumes err */
     json_object_object_add(root, "status", json_object_new_int(status));
@@ -131,8 +159,22 @@ void api_send_workers_error(struct api_req *req, const struct workers_error *e)
     api_send_error(req, e->status, e->type, e->reason);
 }
 
+/* 1 when @s is valid UTF-8 without control characters (so it may be echoed in JSON). */
+static int printable_utf8(const unsigned char *s)
+{
+    while (*s) {
+        int n = utf8_len(s);
+        if (n == 0 || *s < 0x20 || *s == 0x7f)
+            return 0;
+        s += n;
+    }
+    return 1;
+}
+
 const char *api_path_id(const struct api_req *req, int i)
 {
     const char *id = i < req->nparams ? req->params[i] : NULL;
-    return id && strlen(id) <= STORE_ID_MAX ? id : NULL;
+    if (id == NULL || strlen(id) > STORE_ID_MAX || !printable_utf8((const unsigned char *)id))
+        return NULL;
+    return id;
 }

@@ -259,6 +259,38 @@ static int content_type_ok(const struct api_req *req)
            strncasecmp(ct, "application/vnd.elasticsearch+json", 34) == 0;
 }
 
+/*
+ * Whether any key or string in @o contains a NUL. C code reads strings up to their first NUL, so
+ * "a\u0000b" would silently become "a" (a different id, a truncated name): refuse it up front.
+ * The tokener already caps nesting at 64, which bounds the recursion.
+ */
+static int has_nul(struct json_object *o, int depth)
+{
+    if (depth > 64)
+        return 1;
+    switch (json_object_get_type(o)) {
+    case json_type_string:
+        return strlen(json_object_get_string(o)) != (size_t)json_object_get_string_len(o);
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(o); i++) {
+            if (has_nul(json_object_array_get_idx(o, i), depth + 1))
+                return 1;
+        }
+        return 0;
+    case json_type_object: {
+        json_object_object_foreach(o, k, v)
+        {
+            UNUSED(k); /* keys cannot hold a NUL: json-c stores them as C strings */
+            if (v && has_nul(v, depth + 1))
+                return 1;
+        }
+        return 0;
+    }
+    default:
+        return 0;
+    }
+}
+
 /* Parses the body into req->json. Returns 0, or -1 after sending the error. */
 static int parse_body(struct api_req *req)
 {
@@ -278,7 +310,7 @@ static int parse_body(struct api_req *req)
         return -1;
     }
     struct json_tokener *tok = json_tokener_new_ex(64);
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     struct json_object *obj = json_tokener_parse_ex(tok, req->body.data, (int)req->body.len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t used = json_tokener_get_parse_end(tok);
@@ -293,6 +325,12 @@ static int parse_body(struct api_req *req)
     if (!json_object_is_type(obj, json_type_object)) {
         json_object_put(obj);
         api_send_error(req, 400, "parse_exception", "request body must be a JSON object");
+        return -1;
+    }
+    if (has_nul(obj, 0)) {
+        json_object_put(obj);
+        api_send_error(req, 400, "parse_exception",
+                       "request body contains a NUL character (\\u0000) in a string");
         return -1;
     }
     req->json = obj;

@@ -42,6 +42,10 @@ int mlr_id_new(char out[MLR_ID_LEN + 1])
         out[o++] = alphabet[(v >> 6) & 63];
         out[o++] = alphabet[v & 63];
     }
+    /* A leading '-' or '_' would make the id invalid as a custom id (and awkward on a command
+     * line); map it onto a letter, which costs well under one bit of the 120. */
+    if (out[0] == '-' || out[0] == '_')
+        out[0] = alphabet[(raw[0] >> 2) % 52];
     out[MLR_ID_LEN] = '\0';
     return MLR_OK;
 }

@@ -79,7 +79,8 @@ CREATE TABLE tasks (
     seq_no           INTEGER NOT NULL DEFAULT 0,
     doc              TEXT NOT NULL
 );
-CREATE INDEX tasks_state ON tasks(state, task_type);
+CREATE INDEX tasks_queue ON tasks(state, create_time);    -- claim order
+CREATE INDEX tasks_state ON tasks(state, task_type);      -- search filters
 CREATE INDEX tasks_model ON tasks(model_id);
 CREATE INDEX tasks_type ON tasks(task_type);
 CREATE INDEX tasks_create ON tasks(create_time);

@@ -161,7 +161,7 @@ static const char *doc_text(struct json_object *doc)
 }
 
 /* Runs a statement that returns one integer (or none: *out untouched, returns MLR_ENOTFOUND). */
-static int step_int(sqlite3_stmt *st, int64_t *out)
+int store__step_int(sqlite3_stmt *st, int64_t *out)
 {
     int rc = sqlite3_step(st);
     int ret = rc == SQLITE_ROW ? MLR_OK : rc == SQLITE_DONE ? MLR_ENOTFOUND : store__err(rc);
@@ -239,7 +239,7 @@ static struct doc_op *doc_op_new(enum store_kind kind, const char *id, store_wri
 }
 
 /* Inserts @doc under @id with @credential. Shared by store_doc_insert and model registration. */
-static int insert_row(struct store__conn *c, enum store_kind kind, const char *id,
+int store__doc_insert(struct store__conn *c, enum store_kind kind, const char *id,
                       struct json_object *doc, const char *credential, int64_t *seq_out)
 {
     const struct kind_desc *k = &kinds[kind];
@@ -266,7 +266,7 @@ static int insert_row(struct store__conn *c, enum store_kind kind, const char *i
     return MLR_OK;
 }
 
-static int id_exists(struct store__conn *c, enum store_kind kind, const char *id)
+int store__doc_exists(struct store__conn *c, enum store_kind kind, const char *id)
 {
     sqlite3_stmt *st = NULL;
     if (store__stmt(c, kinds[kind].select_sql, &st) != MLR_OK)
@@ -280,7 +280,7 @@ static int id_exists(struct store__conn *c, enum store_kind kind, const char *id
 static int insert_run(struct store__conn *c, struct store__op *op)
 {
     struct doc_op *d = container_of(op, struct doc_op, op);
-    if (id_exists(c, d->kind, d->id))
+    if (store__doc_exists(c, d->kind, d->id))
         return MLR_EEXIST;
     if (d->kind == STORE_MODEL_GROUP) {
         struct json_object *name = json_object_object_get(d->doc, "name");
@@ -289,7 +289,7 @@ static int insert_run(struct store__conn *c, struct store__op *op)
             return MLR_ECONFLICT;
     }
     d->version = 1;
-    return insert_row(c, d->kind, d->id, d->doc, d->credential, &d->seq_no);
+    return store__doc_insert(c, d->kind, d->id, d->doc, d->credential, &d->seq_no);
 }
 
 int store_doc_insert(struct store *s, enum store_kind kind, const char *id, struct json_object *doc,
@@ -310,7 +310,7 @@ int store_doc_insert(struct store *s, enum store_kind kind, const char *id, stru
 }
 
 /* Reads the current document and credential of @id (writer thread). */
-static int load_row(struct store__conn *c, enum store_kind kind, const char *id,
+int store__doc_load(struct store__conn *c, enum store_kind kind, const char *id,
                     struct json_object **doc, char **credential, struct store_doc *meta)
 {
     sqlite3_stmt *st = NULL;
@@ -335,25 +335,32 @@ static int load_row(struct store__conn *c, enum store_kind kind, const char *id,
     return rc;
 }
 
-static int write_row(struct store__conn *c, struct doc_op *d, struct json_object *doc,
-                     const char *credential)
+int store__doc_write(struct store__conn *c, enum store_kind kind, const char *id,
+                     struct json_object *doc, const char *credential, int64_t *version,
+                     int64_t *seq_no)
 {
-    const struct kind_desc *k = &kinds[d->kind];
+    const struct kind_desc *k = &kinds[kind];
     sqlite3_stmt *st = NULL;
-    int rc = next_seq(c, &d->seq_no);
+    int64_t seq = 0, ver = 0;
+    int rc = next_seq(c, &seq);
     if (rc == MLR_OK)
         rc = store__stmt(c, k->update_sql, &st);
     if (rc != MLR_OK)
         return rc;
     /* Every update statement numbers its parameters alike: ?1 seq_no, ?2 doc, ?3 credential
      * (unused by tables without one), ?4.. the derived columns, then the id. */
-    sqlite3_bind_int64(st, 1, d->seq_no);
+    sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_text(st, 2, doc_text(doc), -1, SQLITE_TRANSIENT);
     if (credential)
         sqlite3_bind_text(st, 3, credential, -1, SQLITE_TRANSIENT);
     bind_columns(st, 4, k, doc);
-    sqlite3_bind_text(st, 4 + k->ncols, d->id, -1, SQLITE_TRANSIENT);
-    return step_int(st, &d->version);
+    sqlite3_bind_text(st, 4 + k->ncols, id, -1, SQLITE_TRANSIENT);
+    rc = store__step_int(st, &ver);
+    if (rc == MLR_OK && version)
+        *version = ver;
+    if (rc == MLR_OK && seq_no)
+        *seq_no = seq;
+    return rc;
 }
 
 static int update_run(struct store__conn *c, struct store__op *op)
@@ -362,11 +369,19 @@ static int update_run(struct store__conn *c, struct store__op *op)
     struct json_object *doc = NULL;
     char *cred = NULL;
     char err[512] = "";
-    int rc = load_row(c, d->kind, d->id, &doc, &cred, NULL);
+    int rc = store__doc_load(c, d->kind, d->id, &doc, &cred, NULL);
     if (rc == MLR_OK) {
         rc = d->patch(doc, &cred, d->patch_arg, err, sizeof(err));
         if (rc != MLR_OK)
             mlr_buf_puts(&d->detail, err);
+    }
+    if (rc == MLR_OK && d->kind == STORE_MODEL) {
+        /* A model may only point at a connector that exists. */
+        struct json_object *cid = json_object_object_get(doc, "connector_id");
+        if (cid && !store__doc_exists(c, STORE_CONNECTOR, json_object_get_string(cid))) {
+            mlr_buf_printf(&d->detail, "connector:%s", json_object_get_string(cid));
+            rc = MLR_ENOTFOUND;
+        }
     }
     if (rc == MLR_OK && d->kind == STORE_MODEL_GROUP) {
         struct json_object *name = json_object_object_get(doc, "name");
@@ -376,7 +391,7 @@ static int update_run(struct store__conn *c, struct store__op *op)
             rc = MLR_ECONFLICT;
     }
     if (rc == MLR_OK)
-        rc = write_row(c, d, doc, cred);
+        rc = store__doc_write(c, d->kind, d->id, doc, cred, &d->version, &d->seq_no);
     json_object_put(doc);
     free(cred);
     return rc;
@@ -427,7 +442,7 @@ static int delete_check(struct store__conn *c, struct doc_op *d)
         rc = store__stmt(c, "SELECT count(*) FROM models WHERE model_group_id = ?", &st);
         if (rc == MLR_OK) {
             sqlite3_bind_text(st, 1, d->id, -1, SQLITE_TRANSIENT);
-            rc = step_int(st, &n);
+            rc = store__step_int(st, &n);
         }
         return rc == MLR_OK && n > 0 ? MLR_ECONFLICT : rc;
     case STORE_CONNECTOR:
@@ -446,14 +461,14 @@ static int delete_check(struct store__conn *c, struct doc_op *d)
     if (rc != MLR_OK)
         return rc;
     sqlite3_bind_text(st, 1, d->id, -1, SQLITE_TRANSIENT);
-    rc = step_int(st, NULL);
+    rc = store__step_int(st, NULL);
     return rc == MLR_OK ? MLR_EBUSY : rc == MLR_ENOTFOUND ? MLR_OK : rc;
 }
 
 static int delete_run(struct store__conn *c, struct store__op *op)
 {
     struct doc_op *d = container_of(op, struct doc_op, op);
-    if (!id_exists(c, d->kind, d->id))
+    if (!store__doc_exists(c, d->kind, d->id))
         return MLR_ENOTFOUND;
     int rc = delete_check(c, d);
     sqlite3_stmt *st = NULL;
@@ -464,7 +479,7 @@ static int delete_run(struct store__conn *c, struct store__op *op)
     if (rc != MLR_OK)
         return rc;
     sqlite3_bind_text(st, 1, d->id, -1, SQLITE_TRANSIENT);
-    rc = step_int(st, &d->version);
+    rc = store__step_int(st, &d->version);
     d->version++; /* a delete is a new version of the document, as in OpenSearch */
     return rc;
 }
@@ -508,14 +523,14 @@ static int register_group(struct store__conn *c, struct register_op *r)
         int rc = group_by_name(c, name ? name : "", r->used_group, sizeof(r->used_group));
         if (rc == MLR_ENOTFOUND) {
             snprintf(r->used_group, sizeof(r->used_group), "%s", r->group_new_id);
-            rc = insert_row(c, STORE_MODEL_GROUP, r->group_new_id, r->group_doc, NULL, NULL);
+            rc = store__doc_insert(c, STORE_MODEL_GROUP, r->group_new_id, r->group_doc, NULL, NULL);
         }
         if (rc != MLR_OK)
             return rc;
     }
     struct json_object *gdoc = NULL;
     char *unused = NULL;
-    int rc = load_row(c, STORE_MODEL_GROUP, r->used_group, &gdoc, &unused, NULL);
+    int rc = store__doc_load(c, STORE_MODEL_GROUP, r->used_group, &gdoc, &unused, NULL);
     free(unused);
     if (rc == MLR_ENOTFOUND)
         mlr_buf_puts(&r->d.detail, "group");
@@ -524,9 +539,7 @@ static int register_group(struct store__conn *c, struct register_op *r)
     latest = json_object_get_int64(json_object_object_get(gdoc, "latest_version")) + 1;
     json_object_object_add(gdoc, "latest_version", json_object_new_int64(latest));
     json_object_object_add(gdoc, "last_updated_time", json_object_new_int64(now));
-    struct doc_op g = {.kind = STORE_MODEL_GROUP};
-    snprintf(g.id, sizeof(g.id), "%s", r->used_group);
-    rc = write_row(c, &g, gdoc, NULL);
+    rc = store__doc_write(c, STORE_MODEL_GROUP, r->used_group, gdoc, NULL, NULL, NULL);
     json_object_put(gdoc);
     snprintf(r->model_version, sizeof(r->model_version), "%lld", (long long)latest);
     return rc;
@@ -535,9 +548,9 @@ static int register_group(struct store__conn *c, struct register_op *r)
 static int register_run(struct store__conn *c, struct store__op *op)
 {
     struct register_op *r = container_of(op, struct register_op, d.op);
-    if (id_exists(c, STORE_MODEL, r->d.id))
+    if (store__doc_exists(c, STORE_MODEL, r->d.id))
         return MLR_EEXIST;
-    if (r->connector_id && !id_exists(c, STORE_CONNECTOR, r->connector_id)) {
+    if (r->connector_id && !store__doc_exists(c, STORE_CONNECTOR, r->connector_id)) {
         mlr_buf_puts(&r->d.detail, "connector");
         return MLR_ENOTFOUND;
     }
@@ -547,9 +560,9 @@ static int register_run(struct store__conn *c, struct store__op *op)
     json_object_object_add(r->d.doc, "model_group_id", json_object_new_string(r->used_group));
     json_object_object_add(r->d.doc, "model_version", json_object_new_string(r->model_version));
     r->d.version = 1;
-    rc = insert_row(c, STORE_MODEL, r->d.id, r->d.doc, r->d.credential, &r->d.seq_no);
+    rc = store__doc_insert(c, STORE_MODEL, r->d.id, r->d.doc, r->d.credential, &r->d.seq_no);
     if (rc == MLR_OK)
-        rc = insert_row(c, STORE_TASK, r->task_id, r->task_doc, NULL, NULL);
+        rc = store__doc_insert(c, STORE_TASK, r->task_id, r->task_doc, NULL, NULL);
     return rc;
 }
 
@@ -638,12 +651,12 @@ static int get_fn(struct store__conn *c, void *arg)
 {
     struct get_req *g = arg;
     struct json_object *doc = NULL;
-    int rc = load_row(c, g->kind, g->id, &doc, &g->credential, &g->out);
+    int rc = store__doc_load(c, g->kind, g->id, &doc, &g->credential, &g->out);
     if (rc == MLR_ENOTFOUND) {
         sqlite3_stmt *st = NULL;
         int64_t any = 0;
         if (store__stmt(c, kinds[g->kind].any_sql, &st) == MLR_OK)
-            step_int(st, &any);
+            store__step_int(st, &any);
         g->out.kind_empty = any == 0;
     }
     g->out.doc = doc;

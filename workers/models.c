@@ -282,7 +282,10 @@ static int check_model_ids(struct json_object *body, struct workers_model *m,
                                  "^[a-zA-Z0-9][a-zA-Z0-9_-]*$ and be at most 512 bytes",
                     m->model_id);
     m->group_id = get_str(body, "model_group_id");
-    if (m->group_id && !workers_id_valid(m->group_id))
+    /* A reference only needs the id alphabet: ids made by other tools may start with '-'. */
+    if (m->group_id && (strlen(m->group_id) > 512 || *m->group_id == '\0' ||
+                        strspn(m->group_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                            "0123456789_-") != strlen(m->group_id)))
         return fail(e, 404, "status_exception", "Failed to find model group with the provided "
                                                 "model group id: %.600s",
                     m->group_id);
