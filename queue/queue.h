@@ -1,11 +1,19 @@
 /*
- * queue.h — durable task rows: the task vocabulary of ML Commons (reference §8.4) shared by the
- * API and the workers. Enqueue, claim, lease and finish arrive with the task-queue issue.
+ * queue.h — the durable task queue: the task vocabulary of ML Commons (reference §8.4) and the
+ * dispatcher that claims task rows from the store, hands them to a runner on libuv's thread pool,
+ * and writes their outcome back, all through the store's group commit.
  *
- * Threading: the functions here are pure and thread-safe.
+ * Enqueueing is not a queue call: a task row is inserted by the same store transaction as the
+ * rows it belongs to (a model and its REGISTER_MODEL task), and the caller then calls
+ * queue_kick() so the task is claimed at once instead of at the next tick.
+ *
+ * Threading: the vocabulary functions are pure; everything else runs on the loop thread except
+ * the runner's run() callback, which runs on a thread-pool thread.
  */
 #ifndef MLR_QUEUE_H
 #define MLR_QUEUE_H
+
+#include <uv.h>
 
 #include "common.h"
 #include "store.h"
@@ -66,5 +74,87 @@ struct json_object;
 struct json_object *queue_task_doc_new(enum queue_task_type type, const char *model_id,
                                        enum queue_task_state state, const char *node_id,
                                        int is_async, int64_t now);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The dispatcher                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+struct queue;
+
+/** One claimed task on its way through a runner. */
+struct queue_job {
+    char id[STORE_ID_MAX + 1];         /* task id */
+    enum queue_task_type type;          /* parsed task_type */
+    char model_id[STORE_ID_MAX + 1];    /* "" when the task has none */
+    struct json_object *doc;            /* the task document as claimed (state RUNNING) */
+    /* The outcome, written by the runner's run(): */
+    enum queue_task_state state;        /* final state; COMPLETED unless run() says otherwise */
+    char *error;                        /* heap "error" text, or NULL */
+    const char *model_state;            /* static: new model_state, or NULL */
+    const char *only_if_state;          /* static: apply the model change only from this state */
+    struct json_object *model_fields;   /* members merged into the model doc, or NULL */
+    struct json_object *task_fields;    /* members merged into the task doc, or NULL */
+    void *payload;                      /* runner data for committed() (e.g. a deployment) */
+    int timed_out;                      /* the queue failed the task for taking too long */
+    int applied;                        /* committed(): the outcome changed the task and model */
+    /* private */
+    uv_work_t _work;
+    struct queue *_q;
+    int64_t _start_ms;                  /* monotonic, when run() was queued */
+    int _done;                          /* run() returned */
+    struct queue_job *_next;
+};
+
+/** What runs tasks: supplied by workers/ (the layer above), called by the queue. */
+struct queue_runner {
+    /** Thread-pool thread: executes @job and sets its outcome. Must be idempotent. */
+    void (*run)(struct queue_job *job, void *data);
+    /** Loop thread: the outcome was written (@status MLR_OK) or could not be; release payload. */
+    void (*committed)(struct queue_job *job, int status, void *data);
+    /** Loop thread: current task timeout and retention, in ms (read every tick). */
+    void (*limits)(void *data, int64_t *timeout_ms, int64_t *retention_ms);
+    void *data;
+};
+
+struct queue_options {
+    int concurrency;      /* tasks running at once; default 4 */
+    int batch;            /* most tasks claimed or finished per store op; default 64 */
+    int64_t tick_ms;      /* timer period for leases, timeouts, waits, retention; default 200 */
+};
+
+/**
+ * Creates the dispatcher. Call queue_start() once start-up recovery is done. Returns MLR_OK;
+ * *@out is written only then.
+ */
+int queue_open(uv_loop_t *loop, struct store *s, const struct queue_options *opts,
+               const struct queue_runner *runner, struct queue **out);
+
+/**
+ * Start-up: re-runs tasks a previous process left RUNNING (synchronous, before the listener
+ * opens), then starts the timer and claims. Returns how many tasks were recovered in *@recovered.
+ */
+int queue_start(struct queue *q, int *recovered);
+
+/** New task rows were committed: claim them now. */
+void queue_kick(struct queue *q);
+
+/** Called with the task's final state, or NULL when @timeout_ms passed first. */
+typedef void (*queue_wait_cb)(const char *task_id, const char *state, void *data);
+
+/** Calls @cb once task @task_id reaches a final state through this queue, or after @timeout_ms. */
+void queue_wait(struct queue *q, const char *task_id, int64_t timeout_ms, queue_wait_cb cb,
+                void *data);
+
+/** Tasks claimed and not yet finished (for stats and tests). */
+int queue_inflight(const struct queue *q);
+
+/** Called once a closing queue has no job, op or handle left; the queue is then freed. */
+typedef void (*queue_closed_cb)(void *data);
+
+/**
+ * Stops claiming; jobs already running finish and their results are written (the store must stay
+ * open until @cb runs). Pending waits are answered with NULL. Accepts NULL (then calls @cb).
+ */
+void queue_close(struct queue *q, queue_closed_cb cb, void *data);
 
 #endif /* MLR_QUEUE_H */

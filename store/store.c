@@ -280,22 +280,30 @@ struct read_req {
     int status;
 };
 
-static void read_work(uv_work_t *w)
+struct store__conn *store__reader_acquire(struct store *s)
 {
-    struct read_req *r = container_of(w, struct read_req, work);
-    struct store *s = r->s;
     pthread_mutex_lock(&s->lock);
     while (s->nreader_free == 0)
         pthread_cond_wait(&s->reader_cond, &s->lock);
     int idx = s->reader_free[--s->nreader_free];
     pthread_mutex_unlock(&s->lock);
+    return &s->readers[idx];
+}
 
-    r->status = r->fn(&s->readers[idx], r->arg);
-
+void store__reader_release(struct store *s, struct store__conn *c)
+{
     pthread_mutex_lock(&s->lock);
-    s->reader_free[s->nreader_free++] = idx;
+    s->reader_free[s->nreader_free++] = (int)(c - s->readers);
     pthread_cond_signal(&s->reader_cond);
     pthread_mutex_unlock(&s->lock);
+}
+
+static void read_work(uv_work_t *w)
+{
+    struct read_req *r = container_of(w, struct read_req, work);
+    struct store__conn *c = store__reader_acquire(r->s);
+    r->status = r->fn(c, r->arg);
+    store__reader_release(r->s, c);
 }
 
 static void free_store(struct store *s);

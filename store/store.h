@@ -212,4 +212,98 @@ struct store_model_register {
 int store_model_register(struct store *s, const struct store_model_register *req,
                          store_write_cb cb, void *data);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Tasks and deployments (tasks.c)                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/** A task handed to a worker by store_task_claim(); valid during the callback only. */
+struct store_task {
+    const char *id;
+    const char *task_type;       /* "DEPLOY_MODEL", ... */
+    const char *model_id;        /* may be NULL */
+    struct json_object *doc;     /* the task document (state already RUNNING); callback may
+                                  * take it by setting it to NULL */
+};
+typedef void (*store_claim_cb)(int status, struct store_task *tasks, int n, void *data);
+
+/**
+ * Claims up to @max runnable tasks, oldest first: CREATED ones, and RUNNING ones whose lease
+ * ended before @now_ms (their worker vanished). They become RUNNING with lease_until_ms
+ * @lease_until_ms, in one transaction.
+ */
+int store_task_claim(struct store *s, int max, int64_t now_ms, int64_t lease_until_ms,
+                     store_claim_cb cb, void *data);
+
+/** The outcome of one task, applied by store_task_finish(). */
+struct store_task_result {
+    const char *id;                   /* the task */
+    const char *state;                /* final state: "COMPLETED", "FAILED", ... */
+    const char *error;                /* task "error" text, or NULL */
+    struct json_object *task_fields;  /* extra members merged into the task doc, or NULL */
+    const char *model_id;             /* a model to update with the task, or NULL */
+    const char *model_state;          /* its new model_state, or NULL to keep it */
+    struct json_object *model_fields; /* members merged into the model doc (NULL values
+                                       * remove the member), or NULL */
+    const char *only_if_state;        /* apply the model change only while the model is in
+                                       * this state (e.g. "DEPLOYING"), or NULL */
+};
+
+/**
+ * Completion of store_task_finish(): @applied[i] is 1 when result i changed its task (and its
+ * model change, if any, was applied too), 0 when the task was no longer RUNNING or the model was
+ * not in only_if_state.
+ */
+typedef void (*store_finish_cb)(int status, const int *applied, int n, void *data);
+
+/**
+ * Finishes @n tasks in one transaction. A task that is no longer RUNNING (cancelled, timed out
+ * or purged) is left alone. @cb (may be NULL) runs after commit.
+ */
+int store_task_finish(struct store *s, const struct store_task_result *r, int n,
+                      store_finish_cb cb, void *data);
+
+/**
+ * Start-up recovery (synchronous, before the loop runs): tasks left RUNNING by a previous process
+ * become CREATED again so they are re-run; models left DEPLOYING are put back to the state they
+ * are heading to by the re-run deploy. Returns how many tasks were reset in *@reset.
+ */
+int store_task_recover(struct store *s, int *reset);
+
+/**
+ * Cancels task @id: CREATED becomes CANCELLED; a final task is MLR_ECONFLICT; RUNNING is
+ * MLR_EBUSY (callers decide). Unknown: MLR_ENOTFOUND.
+ */
+int store_task_cancel(struct store *s, const char *id, store_write_cb cb, void *data);
+
+/** Deletes up to @max final tasks last updated before @before_ms; *deleted in r->count. */
+int store_task_purge(struct store *s, int64_t before_ms, int max, store_write_cb cb, void *data);
+
+/**
+ * Starts a deployment in one transaction: model @model_id becomes DEPLOYING (unless it is
+ * DEPLOYED already) and the DEPLOY_MODEL task @task_doc is inserted under @task_id; r->detail is
+ * the model's previous state. MLR_ENOTFOUND for an unknown model.
+ */
+int store_model_deploy(struct store *s, const char *model_id, const char *task_id,
+                       struct json_object *task_doc, store_write_cb cb, void *data);
+
+/**
+ * Sets model @model_id to UNDEPLOYED (planning/current worker counts 0, last_undeployed_time)
+ * and inserts the optional finished task @task_doc under @task_id (NULL: none). r->detail is
+ * the previous state. MLR_ENOTFOUND for an unknown model.
+ */
+int store_model_undeploy(struct store *s, const char *model_id, const char *task_id,
+                         struct json_object *task_doc, store_write_cb cb, void *data);
+
+/**
+ * Reads document @id with its credential synchronously on a pooled read connection. For worker
+ * threads only (it blocks on the disk); never call it on the loop thread. The caller owns *doc
+ * and *credential (NULL when none).
+ */
+int store_doc_read(struct store *s, enum store_kind kind, const char *id,
+                   struct json_object **doc, char **credential);
+
+/** Ids of models whose stored state is @state (synchronous; for start-up). The caller frees
+ * each string and the array. */
+int store_models_in_state(struct store *s, const char *state, char ***ids, int *n);
+
 #endif /* MLR_STORE_H */

@@ -70,6 +70,25 @@ int store__read(struct store *s, store__read_fn fn, void *arg, store__read_done 
 /* The table name of @kind. */
 const char *store__kind_table(enum store_kind kind);
 
+/* Document rows (docs.c), for other store files; all run on the writer or a reader thread. */
+/* Reads @id's document, credential (heap, may be NULL) and version/seq_no (into @meta). */
+int store__doc_load(struct store__conn *c, enum store_kind kind, const char *id,
+                    struct json_object **doc, char **credential, struct store_doc *meta);
+/* Inserts a new row; *seq_out gets its _seq_no. */
+int store__doc_insert(struct store__conn *c, enum store_kind kind, const char *id,
+                      struct json_object *doc, const char *credential, int64_t *seq_out);
+/* Rewrites row @id (version + 1, new seq_no, derived columns from @doc). */
+int store__doc_write(struct store__conn *c, enum store_kind kind, const char *id,
+                     struct json_object *doc, const char *credential, int64_t *version,
+                     int64_t *seq_no);
+/* 1 when row @id exists. */
+int store__doc_exists(struct store__conn *c, enum store_kind kind, const char *id);
+/* Steps a statement returning one integer; MLR_ENOTFOUND when it returns no row. */
+int store__step_int(sqlite3_stmt *st, int64_t *out);
+/* Checks a read connection out of the pool (blocking) and back in. Not on the loop thread. */
+struct store__conn *store__reader_acquire(struct store *s);
+void store__reader_release(struct store *s, struct store__conn *c);
+
 struct store__index;
 /* The search description (columns, index name) of @kind. */
 const struct store__index *store__kind_index(enum store_kind kind);

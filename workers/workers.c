@@ -1,23 +1,17 @@
 /*
- * workers.c — the worker context: the current cluster-settings snapshot.
+ * workers.c — the worker context: the current cluster-settings snapshot, and starting/stopping
+ * the task queue with this module's runner.
  *
  * Settings change rarely (a PUT) and are read on every unit of work, from any thread. A mutex
  * guards only the pointer swap and the reference increment, so a reader holds it for a few
  * nanoseconds and then uses its own reference to an immutable snapshot without any lock.
  */
-#include "workers.h"
+#include "workers_int.h"
 
-#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <json-c/json.h>
-
-struct workers {
-    uv_loop_t *loop;                /* the loop that owns this context */
-    int threads;                    /* workers.threads */
-    pthread_mutex_t lock;           /* guards settings */
-    struct mlr_settings *settings;  /* current snapshot; one reference owned here */
-};
 
 struct workers *workers_new(uv_loop_t *loop, struct mlr_settings *settings, int threads)
 {
@@ -33,6 +27,7 @@ void workers_free(struct workers *w)
 {
     if (w == NULL)
         return;
+    workers__registry_clear(w);
     mlr_settings_unref(w->settings);
     pthread_mutex_destroy(&w->lock);
     free(w);
@@ -86,4 +81,60 @@ int workers_settings_apply(struct workers *w, struct json_object *persistent,
     if (rc == MLR_OK)
         workers_settings_set(w, next); /* the context now owns this reference */
     return rc;
+}
+
+int workers_start(struct workers *w, struct store *s, const unsigned char *master_key,
+                  const char *node_id, char *err, size_t errlen)
+{
+    w->store = s;
+    w->master_key = master_key;
+    snprintf(w->node_id, sizeof(w->node_id), "%s", node_id);
+    struct queue_runner runner = workers__runner;
+    runner.data = w;
+    struct queue_options opts = {.concurrency = w->threads};
+    int recovered = 0;
+    struct mlr_settings *set = workers_settings_get(w);
+    int redeploy = mlr_settings_bool(set, MLR_S_AUTO_REDEPLOY);
+    mlr_settings_unref(set);
+    int rc = queue_open(w->loop, s, &opts, &runner, &w->queue);
+    if (rc == MLR_OK)
+        rc = workers__redeploy(w, redeploy);
+    if (rc == MLR_OK)
+        rc = queue_start(w->queue, &recovered);
+    if (rc != MLR_OK) {
+        snprintf(err, errlen, "cannot start the task queue: %s", mlr_strerror(rc));
+        return rc;
+    }
+    if (recovered > 0)
+        mlr_log(MLR_LOG_INFO, "workers", "re-running %d tasks left running by the last process",
+                recovered);
+    return MLR_OK;
+}
+
+void workers_stop(struct workers *w, workers_stopped_cb cb, void *data)
+{
+    struct queue *q = w->queue;
+    w->queue = NULL;
+    queue_close(q, cb, data);
+}
+
+void workers_kick(struct workers *w)
+{
+    if (w->queue)
+        queue_kick(w->queue);
+}
+
+void workers_wait(struct workers *w, const char *task_id, int64_t timeout_ms, queue_wait_cb cb,
+                  void *data)
+{
+    if (w->queue == NULL) {
+        cb(task_id, NULL, data);
+        return;
+    }
+    queue_wait(w->queue, task_id, timeout_ms, cb, data);
+}
+
+const char *workers_node_id(const struct workers *w)
+{
+    return w->node_id;
 }

@@ -149,4 +149,46 @@ int workers_connector_patch(struct json_object *doc, char **credential, void *ar
 int workers_model_patch(struct json_object *doc, char **credential, void *arg, char *err,
                         size_t errlen);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Tasks and deployments (workers.c, deploy.c). Loop thread unless noted.                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * Start-up, before the listener opens: redeploys every model stored DEPLOYED (when
+ * model_auto_redeploy.enable; else they become DEPLOY_FAILED), re-runs tasks a previous process
+ * left RUNNING, and starts the task queue. @master_key must outlive @w.
+ */
+int workers_start(struct workers *w, struct store *s, const unsigned char *master_key,
+                  const char *node_id, char *err, size_t errlen);
+
+typedef void (*workers_stopped_cb)(void *data);
+
+/** Stops the task queue; @cb runs once no task is in flight (the store must stay open until). */
+void workers_stop(struct workers *w, workers_stopped_cb cb, void *data);
+
+/** New task rows were committed: run them now. */
+void workers_kick(struct workers *w);
+
+/** Calls @cb when task @task_id finishes (final state) or after @timeout_ms (state NULL). */
+void workers_wait(struct workers *w, const char *task_id, int64_t timeout_ms, queue_wait_cb cb,
+                  void *data);
+
+/** This node's id. */
+const char *workers_node_id(const struct workers *w);
+
+/** A deployed remote model in memory (opaque; reference counted, any thread). */
+struct deployment;
+
+/** The deployment of @model_id, or NULL when it is not deployed here (borrowed). */
+struct deployment *workers_deployment_get(struct workers *w, const char *model_id);
+struct deployment *workers_deployment_ref(struct deployment *d);
+/** Drops a reference; the last one wipes the decrypted credentials. Accepts NULL. */
+void workers_deployment_unref(struct deployment *d);
+
+/** Removes @model_id's deployment from memory (after its UNDEPLOYED state committed). */
+void workers_undeploy_local(struct workers *w, const char *model_id);
+
+/** How many models are deployed in memory. */
+int workers_deployed_count(const struct workers *w);
+
 #endif /* MLR_WORKERS_H */

@@ -1,0 +1,413 @@
+/*
+ * dispatch.c — the task dispatcher: claim → run on the thread pool → finish, in batches.
+ *
+ * Flow. queue_kick() (after an enqueue committed) or the timer starts a claim of up to
+ * `concurrency` tasks minus those in flight — one store op, one shared group commit. Each
+ * claimed task is handed to the runner on libuv's thread pool. Finished jobs collect in `ready`;
+ * one finish op writes all of them (again one commit), then the runner's committed() hook runs
+ * and waiters are answered. There is at most one claim and one finish op outstanding, so under
+ * load both naturally batch: while one commit is in flight, the next batch accumulates.
+ *
+ * Time limits. A claim gives each task a lease of task-timeout + LEASE_SLACK_MS. A job running
+ * longer than the task timeout is failed ("timeout after N seconds") by a separate finish; its
+ * late result is then ignored by the store, since the task is no longer RUNNING. The lease only
+ * matters if this process dies without a restart recovery (another node claims it then).
+ *
+ * Loop thread only, except run() on pool threads. Costs: O(batch) per op; waits are a list
+ * scanned per finished batch (few clients wait at a time).
+ */
+#include "queue.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#define LEASE_SLACK_MS 10000
+#define PURGE_EVERY_MS 60000
+#define PURGE_BATCH 1000
+
+struct waiter {
+    char task_id[STORE_ID_MAX + 1];
+    int64_t deadline;             /* monotonic ms */
+    queue_wait_cb cb;
+    void *data;
+    struct waiter *next;
+};
+
+struct queue {
+    uv_loop_t *loop;
+    struct store *store;
+    struct queue_runner runner;
+    struct queue_options opts;
+    uv_timer_t timer;
+    int claiming;                 /* a claim op is outstanding */
+    int finishing;                /* a finish op is outstanding */
+    int inflight;                 /* claimed jobs not yet finished and committed */
+    struct queue_job *running;    /* jobs on the thread pool (for timeouts) */
+    struct queue_job *ready;      /* jobs whose run() returned, awaiting a finish op */
+    struct waiter *waiters;
+    int64_t next_purge;           /* monotonic ms */
+    int closing;
+    int timer_closed;
+    queue_closed_cb closed_cb;    /* called when closing completes */
+    void *closed_data;
+};
+
+static void kick(struct queue *q);
+static void flush(struct queue *q);
+
+static void limits(struct queue *q, int64_t *timeout, int64_t *retention)
+{
+    *timeout = 600000;
+    *retention = 7LL * 86400000;
+    if (q->runner.limits)
+        q->runner.limits(q->runner.data, timeout, retention);
+}
+
+static void maybe_free(struct queue *q)
+{
+    if (!q->closing || !q->timer_closed || q->inflight > 0 || q->claiming || q->finishing)
+        return;
+    queue_closed_cb cb = q->closed_cb;
+    void *data = q->closed_data;
+    free(q);
+    if (cb)
+        cb(data);
+}
+
+/* ---------------------------------- waits ---------------------------------- */
+
+static void answer_waiters(struct queue *q, const char *task_id, const char *state)
+{
+    struct waiter **pp = &q->waiters;
+    while (*pp) {
+        struct waiter *w = *pp;
+        if (task_id == NULL || strcmp(w->task_id, task_id) == 0) {
+            *pp = w->next;
+            w->cb(w->task_id, state, w->data);
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+void queue_wait(struct queue *q, const char *task_id, int64_t timeout_ms, queue_wait_cb cb,
+                void *data)
+{
+    struct waiter *w = mlr_xcalloc(1, sizeof(*w));
+    snprintf(w->task_id, sizeof(w->task_id), "%s", task_id);
+    w->deadline = mlr_mono_ms() + timeout_ms;
+    w->cb = cb;
+    w->data = data;
+    w->next = q->waiters;
+    q->waiters = w;
+}
+
+static void expire_waiters(struct queue *q, int64_t now)
+{
+    struct waiter **pp = &q->waiters;
+    while (*pp) {
+        struct waiter *w = *pp;
+        if (w->deadline <= now) {
+            *pp = w->next;
+            w->cb(w->task_id, NULL, w->data);
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+/* ---------------------------------- jobs ---------------------------------- */
+
+static void job_free(struct queue_job *j)
+{
+    json_object_put(j->doc);
+    json_object_put(j->model_fields);
+    json_object_put(j->task_fields);
+    free(j->error);
+    free(j);
+}
+
+static void unlink_running(struct queue *q, struct queue_job *j)
+{
+    for (struct queue_job **pp = &q->running; *pp; pp = &(*pp)->_next) {
+        if (*pp == j) {
+            *pp = j->_next;
+            j->_next = NULL;
+            return;
+        }
+    }
+}
+
+static void work_run(uv_work_t *w)
+{
+    struct queue_job *j = container_of(w, struct queue_job, _work);
+    j->_q->runner.run(j, j->_q->runner.data);
+}
+
+static void work_after(uv_work_t *w, int status)
+{
+    struct queue_job *j = container_of(w, struct queue_job, _work);
+    struct queue *q = j->_q;
+    UNUSED(status);
+    j->_done = 1;
+    unlink_running(q, j);
+    j->_next = q->ready;
+    q->ready = j;
+    flush(q);
+}
+
+static struct queue_job *job_new(struct queue *q, struct store_task *t)
+{
+    struct queue_job *j = mlr_xcalloc(1, sizeof(*j));
+    j->_q = q;
+    snprintf(j->id, sizeof(j->id), "%s", t->id);
+    snprintf(j->model_id, sizeof(j->model_id), "%s", t->model_id ? t->model_id : "");
+    j->doc = t->doc;
+    t->doc = NULL; /* the job owns the document now */
+    j->state = QUEUE_STATE_COMPLETED;
+    if (queue_task_type_parse(t->task_type, &j->type) != MLR_OK) {
+        j->state = QUEUE_STATE_FAILED;
+        j->error = mlr_xasprintf("unknown task type [%s]", t->task_type);
+    }
+    j->_start_ms = mlr_mono_ms();
+    return j;
+}
+
+static void start_job(struct queue *q, struct queue_job *j)
+{
+    q->inflight++;
+    if (j->state == QUEUE_STATE_FAILED) { /* nothing to run: record the failure */
+        j->_done = 1;
+        j->_next = q->ready;
+        q->ready = j;
+        return;
+    }
+    j->_next = q->running;
+    q->running = j;
+    if (uv_queue_work(q->loop, &j->_work, work_run, work_after) != 0) {
+        unlink_running(q, j);
+        j->state = QUEUE_STATE_FAILED;
+        j->error = mlr_xstrdup("cannot schedule the task on the worker pool");
+        j->_next = q->ready;
+        q->ready = j;
+    }
+}
+
+/* ---------------------------------- claim ---------------------------------- */
+
+static void on_claimed(int status, struct store_task *tasks, int n, void *data)
+{
+    struct queue *q = data;
+    q->claiming = 0;
+    if (status != MLR_OK && status != MLR_ECLOSED)
+        mlr_log(MLR_LOG_ERROR, "queue", "claim failed: %s", mlr_strerror(status));
+    for (int i = 0; i < n; i++)
+        start_job(q, job_new(q, &tasks[i]));
+    if (q->ready)
+        flush(q);
+    if (n > 0 && status == MLR_OK)
+        kick(q); /* there may be more */
+    maybe_free(q);
+}
+
+static void kick(struct queue *q)
+{
+    int room = q->opts.concurrency - q->inflight;
+    if (q->closing || q->claiming || room <= 0)
+        return;
+    int64_t timeout, retention;
+    limits(q, &timeout, &retention);
+    int64_t now = mlr_now_ms();
+    int n = room < q->opts.batch ? room : q->opts.batch;
+    if (store_task_claim(q->store, n, now, now + timeout + LEASE_SLACK_MS, on_claimed, q) ==
+        MLR_OK)
+        q->claiming = 1;
+}
+
+void queue_kick(struct queue *q)
+{
+    kick(q);
+}
+
+/* ---------------------------------- finish ---------------------------------- */
+
+struct finish_batch {
+    struct queue *q;
+    struct queue_job *jobs;  /* linked by _next */
+};
+
+static void on_finished(int status, const int *applied, int n, void *data)
+{
+    struct finish_batch *b = data;
+    int i = 0;
+    struct queue *q = b->q;
+    q->finishing = 0;
+    if (status != MLR_OK)
+        mlr_log(MLR_LOG_ERROR, "queue", "cannot record task results: %s", mlr_strerror(status));
+    for (struct queue_job *j = b->jobs, *next; j; j = next) {
+        next = j->_next;
+        j->applied = status == MLR_OK && i < n && applied[i];
+        i++;
+        q->runner.committed(j, status, q->runner.data);
+        answer_waiters(q, j->id, status == MLR_OK ? queue_task_state_name(j->state) : NULL);
+        q->inflight--;
+        job_free(j);
+    }
+    free(b);
+    if (q->ready)
+        flush(q);
+    kick(q);
+    maybe_free(q);
+}
+
+static void fill_result(struct store_task_result *r, const struct queue_job *j)
+{
+    r->id = j->id;
+    r->state = queue_task_state_name(j->state);
+    r->error = j->error;
+    r->task_fields = j->task_fields;
+    r->model_id = j->model_id[0] && !j->timed_out ? j->model_id : NULL;
+    r->model_state = j->model_state;
+    r->model_fields = j->model_fields;
+    r->only_if_state = j->only_if_state;
+}
+
+/* Writes the outcome of every ready job in one store op. */
+static void flush(struct queue *q)
+{
+    if (q->finishing || q->ready == NULL)
+        return;
+    struct finish_batch *b = mlr_xcalloc(1, sizeof(*b));
+    b->q = q;
+    int n = 0;
+    while (q->ready && n < q->opts.batch) { /* take up to a batch; the rest waits */
+        struct queue_job *j = q->ready;
+        q->ready = j->_next;
+        j->_next = b->jobs;
+        b->jobs = j;
+        n++;
+    }
+    struct store_task_result *r = mlr_xcalloc((size_t)n, sizeof(*r));
+    int i = 0;
+    for (struct queue_job *j = b->jobs; j; j = j->_next)
+        fill_result(&r[i++], j);
+    q->finishing = 1;
+    int rc = store_task_finish(q->store, r, n, on_finished, b);
+    free(r);
+    if (rc != MLR_OK)
+        on_finished(rc, NULL, 0, b);
+}
+
+/* ---------------------------------- timer ---------------------------------- */
+
+static void on_timeout_written(int status, const int *applied, int n, void *data)
+{
+    UNUSED(data);
+    UNUSED(applied);
+    UNUSED(n);
+    if (status != MLR_OK)
+        mlr_log(MLR_LOG_ERROR, "queue", "cannot record a task timeout: %s", mlr_strerror(status));
+}
+
+/* Fails jobs that have run longer than the task timeout; their late results are then ignored. */
+static void check_timeouts(struct queue *q, int64_t now, int64_t timeout)
+{
+    for (struct queue_job *j = q->running; j; j = j->_next) {
+        if (j->timed_out || now - j->_start_ms < timeout)
+            continue;
+        j->timed_out = 1;
+        char error[64];
+        snprintf(error, sizeof(error), "timeout after %lld seconds", (long long)(timeout / 1000));
+        struct store_task_result r = {.id = j->id, .state = "FAILED", .error = error};
+        const char *kv[] = {"task_id", j->id, "model_id", j->model_id};
+        mlr_log_kv(MLR_LOG_WARN, "queue", "task timed out", kv, 2);
+        store_task_finish(q->store, &r, 1, on_timeout_written, NULL);
+        answer_waiters(q, j->id, "FAILED");
+    }
+}
+
+static void on_purged(const struct store_write_result *r, void *data)
+{
+    UNUSED(data);
+    if (r->status == MLR_OK && r->count > 0)
+        mlr_log(MLR_LOG_INFO, "queue", "purged %d finished tasks past retention", r->count);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct queue *q = t->data;
+    int64_t now = mlr_mono_ms(), timeout, retention;
+    limits(q, &timeout, &retention);
+    check_timeouts(q, now, timeout);
+    expire_waiters(q, now);
+    if (now >= q->next_purge) {
+        q->next_purge = now + PURGE_EVERY_MS;
+        store_task_purge(q->store, mlr_now_ms() - retention, PURGE_BATCH, on_purged, q);
+    }
+    kick(q); /* picks up expired leases and anything a missed kick left behind */
+}
+
+/* ---------------------------------- lifecycle ---------------------------------- */
+
+int queue_open(uv_loop_t *loop, struct store *s, const struct queue_options *opts,
+               const struct queue_runner *runner, struct queue **out)
+{
+    struct queue *q = mlr_xcalloc(1, sizeof(*q));
+    q->loop = loop;
+    q->store = s;
+    q->runner = *runner;
+    if (opts)
+        q->opts = *opts;
+    if (q->opts.concurrency <= 0)
+        q->opts.concurrency = 4;
+    if (q->opts.batch <= 0)
+        q->opts.batch = 64;
+    if (q->opts.tick_ms <= 0)
+        q->opts.tick_ms = 200;
+    uv_timer_init(loop, &q->timer);
+    q->timer.data = q;
+    q->next_purge = mlr_mono_ms() + 5000; /* not during start-up */
+    *out = q;
+    return MLR_OK;
+}
+
+int queue_start(struct queue *q, int *recovered)
+{
+    int rc = store_task_recover(q->store, recovered);
+    if (rc != MLR_OK)
+        return rc;
+    uv_timer_start(&q->timer, on_tick, (uint64_t)q->opts.tick_ms, (uint64_t)q->opts.tick_ms);
+    kick(q);
+    return MLR_OK;
+}
+
+int queue_inflight(const struct queue *q)
+{
+    return q->inflight;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct queue *q = h->data;
+    q->timer_closed = 1;
+    maybe_free(q);
+}
+
+void queue_close(struct queue *q, queue_closed_cb cb, void *data)
+{
+    if (q == NULL) {
+        if (cb)
+            cb(data);
+        return;
+    }
+    q->closing = 1;
+    q->closed_cb = cb;
+    q->closed_data = data;
+    answer_waiters(q, NULL, NULL);
+    uv_close((uv_handle_t *)&q->timer, on_timer_closed);
+}

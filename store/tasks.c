@@ -1,0 +1,559 @@
+/*
+ * tasks.c — the durable side of the task queue and of model deployment state.
+ *
+ * Every state change of a task (claim, finish, cancel, recovery) is a write on the store's one
+ * writer thread, so it is serialised with everything else and batched into the same group
+ * commits: a claim of 64 tasks or the results of 64 tasks cost one op each, not 64 fsyncs. The
+ * task document is the source of truth; the state/model_id/... columns are derived from it by
+ * store__doc_write(), so the indexes always agree with what GET returns.
+ *
+ * A claimed task carries a lease (lease_until_ms): if its worker vanishes, a later claim takes it
+ * again once the lease has ended. Within one process the queue module also re-runs everything
+ * that was RUNNING at start-up (store_task_recover), because a restart means those workers are
+ * gone. Handlers are idempotent, so running a task twice is safe.
+ */
+#include "store_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+static const char *str_member(struct json_object *o, const char *k)
+{
+    struct json_object *v = NULL;
+    return json_object_object_get_ex(o, k, &v) && v ? json_object_get_string(v) : NULL;
+}
+
+/* Sets doc.state and doc.last_update_time. */
+static void set_state(struct json_object *doc, const char *state, int64_t now)
+{
+    json_object_object_add(doc, "state", json_object_new_string(state));
+    json_object_object_add(doc, "last_update_time", json_object_new_int64(now));
+}
+
+static void merge(struct json_object *dst, struct json_object *src)
+{
+    if (src == NULL)
+        return;
+    json_object_object_foreach(src, k, v)
+    {
+        if (v == NULL)
+            json_object_object_del(dst, k);
+        else
+            json_object_object_add(dst, k, json_object_get(v));
+    }
+}
+
+/* ---------------------------------- claim ---------------------------------- */
+
+struct claim_op {
+    struct store__op op;
+    int max;
+    int64_t now_ms;
+    int64_t lease_until;
+    store_claim_cb cb;
+    void *data;
+    struct store_task *tasks;   /* claimed, filled on the writer thread */
+    char **strings;             /* owned id/type/model strings, 3 per task */
+    int n;
+};
+
+/* Marks one candidate RUNNING with a lease and records it in @o. */
+static int claim_one(struct store__conn *c, struct claim_op *o, const char *id)
+{
+    struct json_object *doc = NULL;
+    char *cred = NULL;
+    int rc = store__doc_load(c, STORE_TASK, id, &doc, &cred, NULL);
+    free(cred);
+    if (rc != MLR_OK)
+        return rc;
+    set_state(doc, "RUNNING", mlr_now_ms());
+    rc = store__doc_write(c, STORE_TASK, id, doc, NULL, NULL, NULL);
+    sqlite3_stmt *st = NULL;
+    if (rc == MLR_OK)
+        rc = store__stmt(c, "UPDATE tasks SET lease_until_ms = ? WHERE id = ?", &st);
+    if (rc == MLR_OK) {
+        sqlite3_bind_int64(st, 1, o->lease_until);
+        sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
+        rc = store__err(sqlite3_step(st));
+        sqlite3_reset(st);
+    }
+    if (rc != MLR_OK) {
+        json_object_put(doc);
+        return rc;
+    }
+    struct store_task *t = &o->tasks[o->n];
+    char **s = &o->strings[o->n * 3];
+    s[0] = mlr_xstrdup(id);
+    s[1] = mlr_xstrdup(str_member(doc, "task_type") ? str_member(doc, "task_type") : "");
+    s[2] = str_member(doc, "model_id") ? mlr_xstrdup(str_member(doc, "model_id")) : NULL;
+    t->id = s[0];
+    t->task_type = s[1];
+    t->model_id = s[2];
+    t->doc = doc;
+    o->n++;
+    return MLR_OK;
+}
+
+/* Appends up to @max - *n ids selected by @sql (?1 = limit, ?2 = now) to @ids. */
+static int select_ids(struct store__conn *c, const char *sql, struct claim_op *o, char **ids,
+                      int *n)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt(c, sql, &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_int(st, 1, o->max - *n);
+    sqlite3_bind_int64(st, 2, o->now_ms);
+    while (*n < o->max && sqlite3_step(st) == SQLITE_ROW)
+        ids[(*n)++] = mlr_xstrdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_reset(st);
+    return MLR_OK;
+}
+
+static int claim_run(struct store__conn *c, struct store__op *op)
+{
+    struct claim_op *o = container_of(op, struct claim_op, op);
+    char **ids = mlr_xcalloc((size_t)o->max, sizeof(char *));
+    int n = 0;
+    /* Oldest CREATED first, then RUNNING tasks whose worker's lease ran out. */
+    int rc = select_ids(c, "SELECT id FROM tasks WHERE state = 'CREATED' ORDER BY create_time "
+                           "LIMIT ?1", o, ids, &n);
+    if (rc == MLR_OK && n < o->max)
+        rc = select_ids(c, "SELECT id FROM tasks WHERE state = 'RUNNING' AND lease_until_ms < ?2 "
+                           "LIMIT ?1", o, ids, &n);
+    for (int i = 0; i < n && rc == MLR_OK; i++)
+        rc = claim_one(c, o, ids[i]);
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    return rc;
+}
+
+static void claim_free(struct claim_op *o)
+{
+    for (int i = 0; i < o->n; i++) {
+        json_object_put(o->tasks[i].doc);
+        free(o->strings[i * 3]);
+        free(o->strings[i * 3 + 1]);
+        free(o->strings[i * 3 + 2]);
+    }
+    free(o->tasks);
+    free(o->strings);
+    free(o);
+}
+
+static void claim_done(struct store__op *op)
+{
+    struct claim_op *o = container_of(op, struct claim_op, op);
+    /* A failed transaction claimed nothing, whatever the writer recorded. */
+    o->cb(op->status, o->tasks, op->status == MLR_OK ? o->n : 0, o->data);
+    claim_free(o);
+}
+
+int store_task_claim(struct store *s, int max, int64_t now_ms, int64_t lease_until_ms,
+                     store_claim_cb cb, void *data)
+{
+    struct claim_op *o = mlr_xcalloc(1, sizeof(*o));
+    o->op.run = claim_run;
+    o->op.done = claim_done;
+    o->max = max > 0 ? max : 1;
+    o->now_ms = now_ms;
+    o->lease_until = lease_until_ms;
+    o->cb = cb;
+    o->data = data;
+    o->tasks = mlr_xcalloc((size_t)o->max, sizeof(*o->tasks));
+    o->strings = mlr_xcalloc((size_t)o->max * 3, sizeof(char *));
+    int rc = store__submit(s, &o->op);
+    if (rc != MLR_OK)
+        claim_free(o);
+    return rc;
+}
+
+/* ---------------------------------- finish ---------------------------------- */
+
+struct finish_op {
+    struct store__op op;
+    struct store_task_result *r;  /* deep copies */
+    int *applied;                 /* per result, set on the writer thread */
+    int n;
+    store_finish_cb cb;
+    void *data;
+};
+
+/* Applies the model half of a result (state and fields), if the model still exists and is in
+ * the required state; *applied says whether it did. */
+static int finish_model(struct store__conn *c, const struct store_task_result *r, int64_t now,
+                        int *applied)
+{
+    struct json_object *doc = NULL;
+    char *cred = NULL;
+    int rc = store__doc_load(c, STORE_MODEL, r->model_id, &doc, &cred, NULL);
+    *applied = 0;
+    if (rc == MLR_ENOTFOUND)
+        return MLR_OK; /* deleted meanwhile: nothing to update */
+    const char *cur = rc == MLR_OK ? str_member(doc, "model_state") : NULL;
+    if (rc == MLR_OK && (r->only_if_state == NULL || (cur && !strcmp(cur, r->only_if_state)))) {
+        *applied = 1;
+        if (r->model_state)
+            json_object_object_add(doc, "model_state", json_object_new_string(r->model_state));
+        merge(doc, r->model_fields);
+        json_object_object_add(doc, "last_updated_time", json_object_new_int64(now));
+        rc = store__doc_write(c, STORE_MODEL, r->model_id, doc, cred, NULL, NULL);
+    }
+    json_object_put(doc);
+    free(cred);
+    return rc;
+}
+
+static int finish_one(struct store__conn *c, const struct store_task_result *r, int64_t now,
+                      int *applied)
+{
+    struct json_object *doc = NULL;
+    char *cred = NULL;
+    int rc = store__doc_load(c, STORE_TASK, r->id, &doc, &cred, NULL);
+    free(cred);
+    if (rc == MLR_ENOTFOUND)
+        return MLR_OK; /* purged or deleted meanwhile */
+    const char *state = rc == MLR_OK ? str_member(doc, "state") : NULL;
+    if (rc == MLR_OK && state && strcmp(state, "RUNNING") == 0) {
+        set_state(doc, r->state, now);
+        if (r->error)
+            json_object_object_add(doc, "error", json_object_new_string(r->error));
+        merge(doc, r->task_fields);
+        rc = store__doc_write(c, STORE_TASK, r->id, doc, NULL, NULL, NULL);
+        *applied = 1;
+        if (rc == MLR_OK && r->model_id)
+            rc = finish_model(c, r, now, applied);
+    }
+    json_object_put(doc);
+    return rc;
+}
+
+static int finish_run(struct store__conn *c, struct store__op *op)
+{
+    struct finish_op *o = container_of(op, struct finish_op, op);
+    int64_t now = mlr_now_ms();
+    int rc = MLR_OK;
+    for (int i = 0; i < o->n && rc == MLR_OK; i++) {
+        o->applied[i] = 0;
+        rc = finish_one(c, &o->r[i], now, &o->applied[i]);
+    }
+    return rc;
+}
+
+static char *dupstr(const char *s)
+{
+    return s ? mlr_xstrdup(s) : NULL;
+}
+
+static struct json_object *copy(struct json_object *o)
+{
+    struct json_object *out = NULL;
+    if (o)
+        json_object_deep_copy(o, &out, NULL);
+    return out;
+}
+
+static void finish_free(struct finish_op *o)
+{
+    for (int i = 0; i < o->n; i++) {
+        struct store_task_result *r = &o->r[i];
+        free((char *)r->id);
+        free((char *)r->state);
+        free((char *)r->error);
+        free((char *)r->model_id);
+        free((char *)r->model_state);
+        free((char *)r->only_if_state);
+        json_object_put(r->task_fields);
+        json_object_put(r->model_fields);
+    }
+    free(o->r);
+    free(o->applied);
+    free(o);
+}
+
+static void finish_done(struct store__op *op)
+{
+    struct finish_op *o = container_of(op, struct finish_op, op);
+    if (op->status != MLR_OK)
+        memset(o->applied, 0, (size_t)o->n * sizeof(int));
+    if (o->cb)
+        o->cb(op->status, o->applied, o->n, o->data);
+    finish_free(o);
+}
+
+int store_task_finish(struct store *s, const struct store_task_result *r, int n,
+                      store_finish_cb cb, void *data)
+{
+    struct finish_op *o = mlr_xcalloc(1, sizeof(*o));
+    o->op.run = finish_run;
+    o->op.done = finish_done;
+    o->cb = cb;
+    o->data = data;
+    o->n = n;
+    o->r = mlr_xcalloc((size_t)(n > 0 ? n : 1), sizeof(*o->r));
+    o->applied = mlr_xcalloc((size_t)(n > 0 ? n : 1), sizeof(int));
+    for (int i = 0; i < n; i++) {
+        o->r[i] = (struct store_task_result){
+            dupstr(r[i].id),       dupstr(r[i].state),          dupstr(r[i].error),
+            copy(r[i].task_fields), dupstr(r[i].model_id),   dupstr(r[i].model_state),
+            copy(r[i].model_fields), dupstr(r[i].only_if_state),
+        };
+    }
+    int rc = store__submit(s, &o->op);
+    if (rc != MLR_OK)
+        finish_free(o);
+    return rc;
+}
+
+/* ---------------------------------- recovery ---------------------------------- */
+
+int store_task_recover(struct store *s, int *reset)
+{
+    struct store__conn *c = store__main_conn(s);
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt(c, "SELECT id FROM tasks WHERE state = 'RUNNING'", &st);
+    if (rc != MLR_OK)
+        return rc;
+    char **ids = NULL;
+    int n = 0, cap = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            ids = mlr_xrealloc(ids, (size_t)cap * sizeof(char *));
+        }
+        ids[n++] = mlr_xstrdup((const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_reset(st);
+    rc = store__err(sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL));
+    int64_t now = mlr_now_ms();
+    for (int i = 0; i < n && rc == MLR_OK; i++) {
+        struct json_object *doc = NULL;
+        char *cred = NULL;
+        rc = store__doc_load(c, STORE_TASK, ids[i], &doc, &cred, NULL);
+        if (rc == MLR_OK) {
+            set_state(doc, "CREATED", now);
+            rc = store__doc_write(c, STORE_TASK, ids[i], doc, NULL, NULL, NULL);
+        }
+        json_object_put(doc);
+        free(cred);
+    }
+    rc = store__err(sqlite3_exec(c->db, rc == MLR_OK ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL));
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+    if (rc == MLR_OK)
+        *reset = n;
+    return rc;
+}
+
+/* ---------------------------------- single-row task and model writes ---------------------------------- */
+
+/* A write on one task or model with a small result, shared by cancel/purge/deploy/undeploy. */
+struct row_op {
+    struct store__op op;
+    char id[STORE_ID_MAX + 1];
+    char task_id[STORE_ID_MAX + 1];
+    struct json_object *task_doc;
+    int64_t before_ms;
+    int max;
+    int count;
+    int64_t version;
+    int64_t seq_no;
+    char detail[64];
+    store_write_cb cb;
+    void *data;
+};
+
+static void row_done(struct store__op *op)
+{
+    struct row_op *o = container_of(op, struct row_op, op);
+    struct store_write_result r = {
+        .status = op->status, .id = o->id, .version = o->version, .seq_no = o->seq_no,
+        .detail = o->detail, .count = o->count, .task_id = o->task_id,
+    };
+    o->cb(&r, o->data);
+    json_object_put(o->task_doc);
+    free(o);
+}
+
+static struct row_op *row_new(int (*run)(struct store__conn *, struct store__op *),
+                              const char *id, const char *task_id, struct json_object *task_doc,
+                              store_write_cb cb, void *data)
+{
+    struct row_op *o = mlr_xcalloc(1, sizeof(*o));
+    o->op.run = run;
+    o->op.done = row_done;
+    snprintf(o->id, sizeof(o->id), "%s", id ? id : "");
+    snprintf(o->task_id, sizeof(o->task_id), "%s", task_id ? task_id : "");
+    o->task_doc = copy(task_doc);
+    o->cb = cb;
+    o->data = data;
+    return o;
+}
+
+/* Submits @o (fully initialised: the writer may run it at once); frees it on failure. */
+static int row_submit(struct store *s, struct row_op *o)
+{
+    int rc = store__submit(s, &o->op);
+    if (rc != MLR_OK) {
+        json_object_put(o->task_doc);
+        free(o);
+    }
+    return rc;
+}
+
+static int cancel_run(struct store__conn *c, struct store__op *op)
+{
+    struct row_op *o = container_of(op, struct row_op, op);
+    struct json_object *doc = NULL;
+    char *cred = NULL;
+    int rc = store__doc_load(c, STORE_TASK, o->id, &doc, &cred, NULL);
+    free(cred);
+    const char *state = rc == MLR_OK ? str_member(doc, "state") : NULL;
+    if (rc == MLR_OK && state) {
+        snprintf(o->detail, sizeof(o->detail), "%s", state);
+        if (strcmp(state, "RUNNING") == 0) {
+            rc = MLR_EBUSY;
+        } else if (strcmp(state, "CREATED") != 0) {
+            rc = MLR_ECONFLICT;
+        } else {
+            set_state(doc, "CANCELLED", mlr_now_ms());
+            rc = store__doc_write(c, STORE_TASK, o->id, doc, NULL, &o->version, &o->seq_no);
+        }
+    }
+    json_object_put(doc);
+    return rc;
+}
+
+int store_task_cancel(struct store *s, const char *id, store_write_cb cb, void *data)
+{
+    return row_submit(s, row_new(cancel_run, id, NULL, NULL, cb, data));
+}
+
+static int purge_run(struct store__conn *c, struct store__op *op)
+{
+    struct row_op *o = container_of(op, struct row_op, op);
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt(c, "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE "
+                            "last_update_time < ?1 AND state IN ('COMPLETED', 'FAILED', "
+                            "'CANCELLED', 'COMPLETED_WITH_ERROR', 'EXPIRED', 'UNREACHABLE') "
+                            "LIMIT ?2)", &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, o->before_ms);
+    sqlite3_bind_int(st, 2, o->max);
+    rc = store__err(sqlite3_step(st));
+    o->count = sqlite3_changes(c->db);
+    sqlite3_reset(st);
+    return rc;
+}
+
+int store_task_purge(struct store *s, int64_t before_ms, int max, store_write_cb cb, void *data)
+{
+    struct row_op *o = row_new(purge_run, "", NULL, NULL, cb, data);
+    o->before_ms = before_ms;
+    o->max = max;
+    return row_submit(s, o);
+}
+
+/* ---------------------------------- deploy / undeploy ---------------------------------- */
+
+/* Loads model o->id, records its state in o->detail, applies @state (NULL: keep) and @extra. */
+static int model_transition(struct store__conn *c, struct row_op *o, const char *state,
+                            struct json_object *extra, int keep_if_deployed)
+{
+    struct json_object *doc = NULL;
+    char *cred = NULL;
+    int rc = store__doc_load(c, STORE_MODEL, o->id, &doc, &cred, NULL);
+    if (rc == MLR_OK) {
+        const char *cur = str_member(doc, "model_state");
+        snprintf(o->detail, sizeof(o->detail), "%s", cur ? cur : "");
+        int keep = keep_if_deployed && cur && strcmp(cur, "DEPLOYED") == 0;
+        if (state && !keep)
+            json_object_object_add(doc, "model_state", json_object_new_string(state));
+        merge(doc, extra);
+        json_object_object_add(doc, "last_updated_time", json_object_new_int64(mlr_now_ms()));
+        rc = store__doc_write(c, STORE_MODEL, o->id, doc, cred, &o->version, &o->seq_no);
+    }
+    json_object_put(doc);
+    free(cred);
+    return rc;
+}
+
+static int insert_task(struct store__conn *c, struct row_op *o)
+{
+    if (o->task_doc == NULL)
+        return MLR_OK;
+    if (store__doc_exists(c, STORE_TASK, o->task_id))
+        return MLR_EEXIST;
+    return store__doc_insert(c, STORE_TASK, o->task_id, o->task_doc, NULL, NULL);
+}
+
+static int deploy_run(struct store__conn *c, struct store__op *op)
+{
+    struct row_op *o = container_of(op, struct row_op, op);
+    int rc = model_transition(c, o, "DEPLOYING", NULL, 1);
+    return rc == MLR_OK ? insert_task(c, o) : rc;
+}
+
+int store_model_deploy(struct store *s, const char *model_id, const char *task_id,
+                       struct json_object *task_doc, store_write_cb cb, void *data)
+{
+    return row_submit(s, row_new(deploy_run, model_id, task_id, task_doc, cb, data));
+}
+
+static int undeploy_run(struct store__conn *c, struct store__op *op)
+{
+    struct row_op *o = container_of(op, struct row_op, op);
+    struct json_object *extra = json_object_new_object();
+    json_object_object_add(extra, "planning_worker_node_count", json_object_new_int(0));
+    json_object_object_add(extra, "current_worker_node_count", json_object_new_int(0));
+    json_object_object_add(extra, "planning_worker_nodes", json_object_new_array());
+    json_object_object_add(extra, "last_undeployed_time", json_object_new_int64(mlr_now_ms()));
+    int rc = model_transition(c, o, "UNDEPLOYED", extra, 0);
+    json_object_put(extra);
+    return rc == MLR_OK ? insert_task(c, o) : rc;
+}
+
+int store_model_undeploy(struct store *s, const char *model_id, const char *task_id,
+                         struct json_object *task_doc, store_write_cb cb, void *data)
+{
+    return row_submit(s, row_new(undeploy_run, model_id, task_id, task_doc, cb, data));
+}
+
+/* ---------------------------------- synchronous reads ---------------------------------- */
+
+int store_doc_read(struct store *s, enum store_kind kind, const char *id,
+                   struct json_object **doc, char **credential)
+{
+    struct store__conn *c = store__reader_acquire(s);
+    int rc = store__doc_load(c, kind, id, doc, credential, NULL);
+    store__reader_release(s, c);
+    return rc;
+}
+
+int store_models_in_state(struct store *s, const char *state, char ***ids, int *n)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt(store__main_conn(s), "SELECT id FROM models WHERE model_state = ?", &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, state, -1, SQLITE_TRANSIENT);
+    char **out = NULL;
+    int count = 0, cap = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (count == cap) {
+            cap = cap ? cap * 2 : 16;
+            out = mlr_xrealloc(out, (size_t)cap * sizeof(char *));
+        }
+        out[count++] = mlr_xstrdup((const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_reset(st);
+    *ids = out;
+    *n = count;
+    return MLR_OK;
+}

@@ -1,0 +1,380 @@
+/*
+ * deploy.c — deployments (the in-memory side of a DEPLOYED remote model) and the task runner.
+ *
+ * A deployment holds what a predict needs without touching the database: the model document, the
+ * connector document (standalone or inline) and the decrypted credentials. It is built on a
+ * thread-pool thread by the DEPLOY_MODEL handler, and installed into the registry on the loop
+ * thread only after the model's DEPLOYED state committed, so memory never claims a deployment
+ * the database does not. Deployments are reference counted: replacing one (a redeploy or a
+ * connector update) leaves calls in flight on the old one until they drop it.
+ *
+ * The registry is a small chained hash table keyed by model id, touched only on the loop thread.
+ * Task handlers are idempotent: deploying twice builds the same object, undeploying twice leaves
+ * the model UNDEPLOYED.
+ */
+#include "workers_int.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+struct deployment {
+    atomic_int refs;
+    char model_id[STORE_ID_MAX + 1];
+    struct json_object *model;        /* model document */
+    struct json_object *connector;    /* connector document (credential-free) */
+    struct json_object *credential;   /* decrypted: name -> plaintext; wiped on free */
+    int64_t deployed_ms;              /* wall clock */
+    struct deployment *next;          /* registry chain */
+};
+
+static const char *member(struct json_object *o, const char *k)
+{
+    struct json_object *v = NULL;
+    return o && json_object_object_get_ex(o, k, &v) && v ? json_object_get_string(v) : NULL;
+}
+
+/* ---------------------------------- deployments ---------------------------------- */
+
+static void wipe_credentials(struct json_object *cred)
+{
+    if (cred == NULL)
+        return;
+    json_object_object_foreach(cred, k, v)
+    {
+        UNUSED(k);
+        const char *s = json_object_get_string(v);
+        OPENSSL_cleanse((void *)s, strlen(s));
+    }
+}
+
+struct deployment *workers_deployment_ref(struct deployment *d)
+{
+    atomic_fetch_add(&d->refs, 1);
+    return d;
+}
+
+void workers_deployment_unref(struct deployment *d)
+{
+    if (d == NULL || atomic_fetch_sub(&d->refs, 1) != 1)
+        return;
+    json_object_put(d->model);
+    json_object_put(d->connector);
+    wipe_credentials(d->credential);
+    json_object_put(d->credential);
+    free(d);
+}
+
+/* Decrypts the sealed credential map @sealed (JSON text) bound to @owner. */
+static int open_credentials(const unsigned char *key, const char *owner, const char *sealed,
+                            struct json_object **out, char *err, size_t errlen)
+{
+    struct json_object *map = sealed ? json_tokener_parse(sealed) : json_object_new_object();
+    if (map == NULL) {
+        snprintf(err, errlen, "stored credential of %s is unreadable", owner);
+        return MLR_ECORRUPT;
+    }
+    struct json_object *plain = json_object_new_object();
+    int rc = MLR_OK;
+    json_object_object_foreach(map, name, val)
+    {
+        char aad[STORE_ID_MAX + 300], *text = NULL;
+        size_t len = 0;
+        snprintf(aad, sizeof(aad), "%s:%s", owner, name);
+        rc = mlr_secret_decrypt(key, aad, json_object_get_string(val), &text, &len);
+        if (rc != MLR_OK) {
+            snprintf(err, errlen,
+                     "cannot decrypt credential [%s] of %s: %s (wrong master key, or the "
+                     "database was copied without its master.key?)",
+                     name, owner, rc == MLR_EPERM ? "authentication failed" : mlr_strerror(rc));
+            break;
+        }
+        json_object_object_add(plain, name, json_object_new_string_len(text, (int)len));
+        mlr_secret_free(text, len);
+    }
+    json_object_put(map);
+    if (rc != MLR_OK) {
+        wipe_credentials(plain);
+        json_object_put(plain);
+        return rc;
+    }
+    *out = plain;
+    return MLR_OK;
+}
+
+/* Worker thread: reads the model (and its connector) and builds the deployment. */
+static int build(struct workers *w, const char *model_id, struct deployment **out, char *err,
+                 size_t errlen)
+{
+    struct json_object *model = NULL, *conn = NULL, *plain = NULL;
+    char *sealed = NULL, owner[STORE_ID_MAX + 16];
+    int rc = store_doc_read(w->store, STORE_MODEL, model_id, &model, &sealed);
+    if (rc == MLR_ENOTFOUND)
+        snprintf(err, errlen, "Failed to find model");
+    const char *cid = rc == MLR_OK ? member(model, "connector_id") : NULL;
+    if (rc == MLR_OK && cid) {
+        free(sealed);
+        sealed = NULL;
+        rc = store_doc_read(w->store, STORE_CONNECTOR, cid, &conn, &sealed);
+        if (rc == MLR_ENOTFOUND)
+            snprintf(err, errlen, "Failed to find connector:%s", cid);
+        snprintf(owner, sizeof(owner), "connector:%s", cid);
+    } else if (rc == MLR_OK) {
+        struct json_object *inline_conn = NULL;
+        json_object_object_get_ex(model, "connector", &inline_conn);
+        conn = json_object_get(inline_conn);
+        snprintf(owner, sizeof(owner), "model:%s", model_id);
+    }
+    if (rc == MLR_OK && conn == NULL) {
+        snprintf(err, errlen, "model %s has no connector", model_id);
+        rc = MLR_ECORRUPT;
+    }
+    if (rc == MLR_OK)
+        rc = open_credentials(w->master_key, owner, sealed, &plain, err, errlen);
+    free(sealed);
+    if (rc != MLR_OK) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "cannot read model %s: %s", model_id, mlr_strerror(rc));
+        json_object_put(model);
+        json_object_put(conn);
+        return rc;
+    }
+    struct deployment *d = mlr_xcalloc(1, sizeof(*d));
+    atomic_init(&d->refs, 1);
+    snprintf(d->model_id, sizeof(d->model_id), "%s", model_id);
+    d->model = model;
+    d->connector = conn;
+    d->credential = plain;
+    d->deployed_ms = mlr_now_ms();
+    *out = d;
+    return MLR_OK;
+}
+
+/* ---------------------------------- registry (loop thread) ---------------------------------- */
+
+static unsigned bucket(const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h & (WORKERS_BUCKETS - 1);
+}
+
+struct deployment *workers_deployment_get(struct workers *w, const char *model_id)
+{
+    for (struct deployment *d = w->buckets[bucket(model_id)]; d; d = d->next) {
+        if (strcmp(d->model_id, model_id) == 0)
+            return d;
+    }
+    return NULL;
+}
+
+/* Puts @d in the registry (the registry takes that reference), dropping any previous one. */
+static void install(struct workers *w, struct deployment *d)
+{
+    workers_undeploy_local(w, d->model_id);
+    unsigned b = bucket(d->model_id);
+    d->next = w->buckets[b];
+    w->buckets[b] = d;
+    w->ndeployed++;
+}
+
+void workers_undeploy_local(struct workers *w, const char *model_id)
+{
+    for (struct deployment **pp = &w->buckets[bucket(model_id)]; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->model_id, model_id) == 0) {
+            struct deployment *d = *pp;
+            *pp = d->next;
+            w->ndeployed--;
+            workers_deployment_unref(d);
+            return;
+        }
+    }
+}
+
+int workers_deployed_count(const struct workers *w)
+{
+    return w->ndeployed;
+}
+
+void workers__registry_clear(struct workers *w)
+{
+    for (int i = 0; i < WORKERS_BUCKETS; i++) {
+        while (w->buckets[i]) {
+            struct deployment *d = w->buckets[i];
+            w->buckets[i] = d->next;
+            workers_deployment_unref(d);
+        }
+    }
+    w->ndeployed = 0;
+}
+
+/* ---------------------------------- task runner ---------------------------------- */
+
+static struct json_object *deployed_fields(const char *node_id)
+{
+    struct json_object *f = json_object_new_object();
+    struct json_object *nodes = json_object_new_array();
+    json_object_array_add(nodes, json_object_new_string(node_id)); /* consumes the string */
+    json_object_object_add(f, "planning_worker_node_count", json_object_new_int(1));
+    json_object_object_add(f, "current_worker_node_count", json_object_new_int(1));
+    json_object_object_add(f, "planning_worker_nodes", nodes); /* consumes nodes */
+    json_object_object_add(f, "deploy_to_all_nodes", json_object_new_boolean(1));
+    json_object_object_add(f, "last_deployed_time", json_object_new_int64(mlr_now_ms()));
+    return f;
+}
+
+/* ML Commons reports deploy errors as a JSON object keyed by node, inside a string. */
+static char *node_error(const char *node_id, const char *msg)
+{
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, node_id, json_object_new_string(msg));
+    char *s = mlr_xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    return s;
+}
+
+static void run_deploy(struct workers *w, struct queue_job *job)
+{
+    char err[1024] = "";
+    struct deployment *d = NULL;
+    job->only_if_state = "DEPLOYING";
+    if (build(w, job->model_id, &d, err, sizeof(err)) != MLR_OK) {
+        job->state = QUEUE_STATE_FAILED;
+        job->error = node_error(w->node_id, err);
+        job->model_state = "DEPLOY_FAILED";
+        return;
+    }
+    job->model_state = "DEPLOYED";
+    job->model_fields = deployed_fields(w->node_id);
+    job->payload = d;
+}
+
+static void run_undeploy(struct workers *w, struct queue_job *job)
+{
+    struct json_object *model = NULL;
+    char *sealed = NULL;
+    int rc = store_doc_read(w->store, STORE_MODEL, job->model_id, &model, &sealed);
+    free(sealed);
+    json_object_put(model);
+    if (rc != MLR_OK) {
+        job->state = QUEUE_STATE_FAILED;
+        job->error = mlr_xstrdup(rc == MLR_ENOTFOUND ? "Failed to find model" : mlr_strerror(rc));
+        return;
+    }
+    struct json_object *f = json_object_new_object();
+    json_object_object_add(f, "planning_worker_node_count", json_object_new_int(0));
+    json_object_object_add(f, "current_worker_node_count", json_object_new_int(0));
+    json_object_object_add(f, "planning_worker_nodes", json_object_new_array());
+    json_object_object_add(f, "last_undeployed_time", json_object_new_int64(mlr_now_ms()));
+    job->model_state = "UNDEPLOYED";
+    job->model_fields = f;
+}
+
+/* Thread-pool thread. REGISTER_MODEL has nothing left to do for a remote model: its rows were
+ * written with the request; completing the task is the whole job. */
+static void runner_run(struct queue_job *job, void *data)
+{
+    struct workers *w = data;
+    switch (job->type) {
+    case QUEUE_TASK_DEPLOY_MODEL:
+        run_deploy(w, job);
+        break;
+    case QUEUE_TASK_UNDEPLOY_MODEL:
+        run_undeploy(w, job);
+        break;
+    case QUEUE_TASK_REGISTER_MODEL:
+        break;
+    default:
+        job->state = QUEUE_STATE_FAILED;
+        job->error = mlr_xasprintf("task type [%s] is not supported by this node",
+                                   queue_task_type_name(job->type));
+    }
+}
+
+/* Loop thread, after the outcome committed: make memory follow the database. */
+static void runner_committed(struct queue_job *job, int status, void *data)
+{
+    struct workers *w = data;
+    struct deployment *d = job->payload;
+    job->payload = NULL;
+    const char *kv[] = {"task_id", job->id, "model_id", job->model_id, "state",
+                        queue_task_state_name(job->state)};
+    mlr_log_kv(job->state == QUEUE_STATE_COMPLETED ? MLR_LOG_DEBUG : MLR_LOG_WARN, "workers",
+               "task finished", kv, 3);
+    if (status == MLR_OK && job->applied && !job->timed_out) {
+        if (job->type == QUEUE_TASK_DEPLOY_MODEL && d) {
+            install(w, d);
+            d = NULL; /* the registry owns it now */
+        } else if (job->type == QUEUE_TASK_UNDEPLOY_MODEL) {
+            workers_undeploy_local(w, job->model_id);
+        }
+    }
+    workers_deployment_unref(d);
+}
+
+static void runner_limits(void *data, int64_t *timeout_ms, int64_t *retention_ms)
+{
+    struct workers *w = data;
+    struct mlr_settings *s = workers_settings_get(w);
+    *timeout_ms = mlr_settings_int(s, MLR_S_TASK_TIMEOUT) * 1000;
+    *retention_ms = mlr_settings_time_ms(s, MLR_S_TASK_RETENTION);
+    mlr_settings_unref(s);
+}
+
+const struct queue_runner workers__runner = {runner_run, runner_committed, runner_limits, NULL};
+
+/* ---------------------------------- start-up redeploy ---------------------------------- */
+
+static void on_redeploy_failed_written(const struct store_write_result *r, void *data)
+{
+    UNUSED(data);
+    if (r->status != MLR_OK)
+        mlr_log(MLR_LOG_ERROR, "workers", "cannot mark model %s DEPLOY_FAILED: %s", r->id,
+                mlr_strerror(r->status));
+}
+
+static int mark_failed(struct json_object *doc, char **credential, void *arg, char *err,
+                       size_t errlen)
+{
+    UNUSED(credential);
+    UNUSED(arg);
+    UNUSED(err);
+    UNUSED(errlen);
+    json_object_object_add(doc, "model_state", json_object_new_string("DEPLOY_FAILED"));
+    json_object_object_add(doc, "current_worker_node_count", json_object_new_int(0));
+    return MLR_OK;
+}
+
+/* Synchronous, before the listener opens: models stored DEPLOYED serve again at once. */
+int workers__redeploy(struct workers *w, int enabled)
+{
+    char **ids = NULL;
+    int n = 0, ok = 0;
+    int rc = store_models_in_state(w->store, "DEPLOYED", &ids, &n);
+    if (rc != MLR_OK)
+        return rc;
+    for (int i = 0; i < n; i++) {
+        char err[1024] = "";
+        struct deployment *d = NULL;
+        if (enabled && build(w, ids[i], &d, err, sizeof(err)) == MLR_OK) {
+            install(w, d);
+            ok++;
+        } else {
+            const char *kv[] = {"model_id", ids[i], "error",
+                                enabled ? err : "plugins.ml_commons.model_auto_redeploy.enable "
+                                                "is false"};
+            mlr_log_kv(MLR_LOG_WARN, "workers", "model not redeployed", kv, 2);
+            store_doc_update(w->store, STORE_MODEL, ids[i], mark_failed, NULL,
+                             on_redeploy_failed_written, NULL);
+        }
+        free(ids[i]);
+    }
+    free(ids);
+    if (n > 0)
+        mlr_log(MLR_LOG_INFO, "workers", "redeployed %d of %d models", ok, n);
+    return MLR_OK;
+}
