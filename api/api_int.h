@@ -196,5 +196,16 @@ void api_h_connector_create(struct api_req *req);
 void api_h_connector_update(struct api_req *req);
 void api_h_model_register(struct api_req *req);
 void api_h_model_update(struct api_req *req);
+void api_h_model_deploy(struct api_req *req);
+void api_h_model_undeploy(struct api_req *req);
+void api_h_models_undeploy(struct api_req *req);
+void api_h_task_cancel(struct api_req *req);
+
+/** The register response {"task_id","status":"CREATED","model_id"}. */
+void api_send_registered(struct api_req *req, const char *task_id, const char *model_id);
+
+/** `_register?deploy=true`: starts a deploy of the just-registered model, then answers the
+ * register request once that is committed too. */
+void api_deploy_chain(struct api_req *req, const char *model_id, const char *register_task_id);
 
 #endif /* MLR_API_INT_H */

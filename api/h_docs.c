@@ -204,6 +204,8 @@ static int64_t now_ms(void)
 struct update_ctx {
     struct api_req *req;
     struct workers_patch patch;   /* argument of the patch run by the store's writer */
+    int64_t version;              /* of the committed update */
+    int64_t seq_no;
 };
 
 static void update_free(struct update_ctx *u)
@@ -212,6 +214,14 @@ static void update_free(struct update_ctx *u)
     free(u->patch.credential);
     json_object_put(u->patch.body);
     free(u);
+}
+
+static void on_reloaded(void *data)
+{
+    struct update_ctx *u = data;
+    api_send_write(u->req, 200, kind_of(u->req), api_path_id(u->req, 0), u->version, u->seq_no,
+                   "updated");
+    update_free(u);
 }
 
 static void on_updated(const struct store_write_result *r, void *data)
@@ -224,7 +234,13 @@ static void on_updated(const struct store_write_result *r, void *data)
         json_object_object_add(o, "status", json_object_new_string("Updated"));
         api_send_json(req, 200, o);
     } else if (r->status == MLR_OK) {
-        api_send_write(req, 200, kind, r->id, r->version, r->seq_no, "updated");
+        /* Deployments built from the old version are rebuilt before we answer, so calls
+         * made after this response use the new one (in-flight calls keep the old). */
+        u->version = r->version;
+        u->seq_no = r->seq_no;
+        workers_reload(req->ctx->workers, kind == STORE_CONNECTOR ? r->id : NULL,
+                       kind == STORE_MODEL ? r->id : NULL, on_reloaded, u);
+        return;
     } else if (r->status == MLR_ENOTFOUND && strncmp(r->detail, "connector:", 10) == 0) {
         api_send_errorf(req, 404, "status_exception", "Failed to find connector:%s",
                         r->detail + 10);
@@ -404,10 +420,20 @@ static void on_model_registered(const struct store_write_result *r, void *data)
     }
     if (create_failed(req, STORE_MODEL, r))
         return;
+    workers_kick(req->ctx->workers);
+    if (api_query_bool(req, "deploy")) {
+        api_deploy_chain(req, r->id, r->task_id);
+        return;
+    }
+    api_send_registered(req, r->task_id, r->id);
+}
+
+void api_send_registered(struct api_req *req, const char *task_id, const char *model_id)
+{
     struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "task_id", json_object_new_string(r->task_id));
+    json_object_object_add(o, "task_id", json_object_new_string(task_id));
     json_object_object_add(o, "status", json_object_new_string("CREATED"));
-    json_object_object_add(o, "model_id", json_object_new_string(r->id));
+    json_object_object_add(o, "model_id", json_object_new_string(model_id));
     api_send_json(req, 200, o);
 }
 
@@ -429,7 +455,7 @@ static void register_model(struct api_req *req, struct workers_model *m, const c
                            const char *group_id, const char *task_id, const char *sealed)
 {
     struct json_object *task = queue_task_doc_new(QUEUE_TASK_REGISTER_MODEL, model_id,
-                                                  QUEUE_STATE_COMPLETED, req->ctx->node_id, 0,
+                                                  QUEUE_STATE_CREATED, req->ctx->node_id, 0,
                                                   now_ms());
     struct store_model_register r = {
         .model_id = model_id,

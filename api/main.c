@@ -97,12 +97,20 @@ static void raise_fd_limit(void)
     }
 }
 
-static void on_server_stopped(void *data)
+static void on_workers_stopped(void *data)
 {
     struct app *a = data;
     store_close(a->store); /* runs the callbacks of the last commits, then closes */
     a->store = NULL;
     mlr_log(MLR_LOG_INFO, "main", "stopped");
+}
+
+/* The listener is closed and in-flight requests answered; now let running tasks record their
+ * results (the store stays open for them), then close the store. */
+static void on_server_stopped(void *data)
+{
+    struct app *a = data;
+    workers_stop(a->workers, on_workers_stopped, a);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -149,6 +157,8 @@ static int load_settings(struct app *a, char *err, size_t errlen)
     json_object_put(persistent);
     if (rc == MLR_OK)
         a->workers = workers_new(&a->loop, settings, (int)a->cfg.workers_threads);
+    if (rc == MLR_OK)
+        rc = workers_start(a->workers, a->store, a->master_key, a->node_id, err, errlen);
     return rc;
 }
 
@@ -205,11 +215,17 @@ int main(int argc, char **argv)
     umask(077); /* the database, its WAL and the key file are for this user only */
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+    /* libuv's pool runs the store's reads and the tasks; size it before its first use. */
+    char pool[32];
+    snprintf(pool, sizeof(pool), "%lld", (long long)a.cfg.workers_threads + 4);
+    setenv("UV_THREADPOOL_SIZE", pool, 0);
     uv_loop_init(&a.loop);
     int rc = start(&a, err, sizeof(err));
     if (rc != MLR_OK)
         mlr_log(MLR_LOG_ERROR, "main", "%s", err);
-    if (rc != MLR_OK && a.server == NULL) {
+    if (rc != MLR_OK && a.server == NULL && a.workers != NULL) {
+        workers_stop(a.workers, on_workers_stopped, &a);
+    } else if (rc != MLR_OK && a.server == NULL) {
         store_close(a.store);
         a.store = NULL;
     }

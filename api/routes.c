@@ -58,7 +58,17 @@ static const struct api_route routes[] = {
      "Update model request has empty body"},
     {M(DELETE), ML "/models/{id}", api_h_doc_delete, 0, API_BODY_NONE, MODEL, NULL},
 
+    {M(POST), ML "/models/{id}/_deploy", api_h_model_deploy, 1 * MB, JSON, MODEL, NULL},
+    {M(POST), ML "/models/{id}/_load", api_h_model_deploy, 1 * MB, JSON, MODEL, NULL},
+    {M(POST), ML "/models/{id}/_undeploy", api_h_model_undeploy, 1 * MB, API_BODY_NONE, MODEL,
+     NULL},
+    {M(POST), ML "/models/{id}/_unload", api_h_model_undeploy, 1 * MB, API_BODY_NONE, MODEL,
+     NULL},
+    {M(POST), ML "/models/_undeploy", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
+    {M(POST), ML "/models/_unload", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
+
     {M(GET) | M(POST), ML "/tasks/_search", api_h_doc_search, 1 * MB, JSON, TASK, NULL},
+    {M(POST), ML "/tasks/{id}/_cancel", api_h_task_cancel, 1 * MB, API_BODY_NONE, TASK, NULL},
     {M(GET), ML "/tasks/{id}", api_h_doc_get, 0, API_BODY_NONE, TASK, NULL},
     {M(DELETE), ML "/tasks/{id}", api_h_doc_delete, 0, API_BODY_NONE, TASK, NULL},
 };

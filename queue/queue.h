@@ -91,7 +91,8 @@ struct queue_job {
     enum queue_task_state state;        /* final state; COMPLETED unless run() says otherwise */
     char *error;                        /* heap "error" text, or NULL */
     const char *model_state;            /* static: new model_state, or NULL */
-    const char *only_if_state;          /* static: apply the model change only from this state */
+    const char *only_if_state;          /* static: apply the model change only from these
+                                         * '|'-separated states */
     struct json_object *model_fields;   /* members merged into the model doc, or NULL */
     struct json_object *task_fields;    /* members merged into the task doc, or NULL */
     void *payload;                      /* runner data for committed() (e.g. a deployment) */

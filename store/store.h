@@ -245,7 +245,7 @@ struct store_task_result {
     struct json_object *model_fields; /* members merged into the model doc (NULL values
                                        * remove the member), or NULL */
     const char *only_if_state;        /* apply the model change only while the model is in
-                                       * this state (e.g. "DEPLOYING"), or NULL */
+                                       * one of these '|'-separated states, or NULL */
 };
 
 /**

@@ -183,6 +183,20 @@ struct finish_op {
     void *data;
 };
 
+/* Whether @state is one of the '|'-separated states in @list. */
+static int in_states(const char *state, const char *list)
+{
+    size_t n = state ? strlen(state) : 0;
+    for (const char *p = list; state && *p;) {
+        const char *end = strchr(p, '|');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, state, n) == 0)
+            return 1;
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
+}
+
 /* Applies the model half of a result (state and fields), if the model still exists and is in
  * the required state; *applied says whether it did. */
 static int finish_model(struct store__conn *c, const struct store_task_result *r, int64_t now,
@@ -195,7 +209,7 @@ static int finish_model(struct store__conn *c, const struct store_task_result *r
     if (rc == MLR_ENOTFOUND)
         return MLR_OK; /* deleted meanwhile: nothing to update */
     const char *cur = rc == MLR_OK ? str_member(doc, "model_state") : NULL;
-    if (rc == MLR_OK && (r->only_if_state == NULL || (cur && !strcmp(cur, r->only_if_state)))) {
+    if (rc == MLR_OK && (r->only_if_state == NULL || in_states(cur, r->only_if_state))) {
         *applied = 1;
         if (r->model_state)
             json_object_object_add(doc, "model_state", json_object_new_string(r->model_state));

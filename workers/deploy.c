@@ -241,7 +241,8 @@ static void run_deploy(struct workers *w, struct queue_job *job)
 {
     char err[1024] = "";
     struct deployment *d = NULL;
-    job->only_if_state = "DEPLOYING";
+    /* An undeploy that committed meanwhile wins: only a deploying (or redeploying) model moves. */
+    job->only_if_state = "DEPLOYING|DEPLOYED";
     if (build(w, job->model_id, &d, err, sizeof(err)) != MLR_OK) {
         job->state = QUEUE_STATE_FAILED;
         job->error = node_error(w->node_id, err);
@@ -309,6 +310,8 @@ static void runner_committed(struct queue_job *job, int status, void *data)
         if (job->type == QUEUE_TASK_DEPLOY_MODEL && d) {
             install(w, d);
             d = NULL; /* the registry owns it now */
+        } else if (job->type == QUEUE_TASK_DEPLOY_MODEL) {
+            workers_undeploy_local(w, job->model_id); /* DEPLOY_FAILED: nothing serves it */
         } else if (job->type == QUEUE_TASK_UNDEPLOY_MODEL) {
             workers_undeploy_local(w, job->model_id);
         }
@@ -377,4 +380,80 @@ int workers__redeploy(struct workers *w, int enabled)
     if (n > 0)
         mlr_log(MLR_LOG_INFO, "workers", "redeployed %d of %d models", ok, n);
     return MLR_OK;
+}
+
+/* ---------------------------------- hot reload ---------------------------------- */
+
+/*
+ * Rebuilding the deployments that use a changed connector (or a model whose inline connector
+ * changed) goes through ordinary DEPLOY_MODEL tasks: the new deployment replaces the old in the
+ * registry when its task commits, and calls already holding the old one finish with it.
+ */
+struct reload {
+    struct workers *w;
+    int pending;                /* deploys not yet finished (+1 while starting) */
+    workers_reloaded_cb cb;
+    void *data;
+};
+
+static void reload_step(struct reload *r)
+{
+    if (--r->pending > 0)
+        return;
+    r->cb(r->data);
+    free(r);
+}
+
+static void on_reload_done(const char *task_id, const char *state, void *data)
+{
+    UNUSED(task_id);
+    UNUSED(state);
+    reload_step(data);
+}
+
+static void on_reload_committed(const struct store_write_result *res, void *data)
+{
+    struct reload *r = data;
+    if (res->status != MLR_OK) {
+        mlr_log(MLR_LOG_ERROR, "workers", "cannot reload model %s: %s", res->id,
+                mlr_strerror(res->status));
+        reload_step(r);
+        return;
+    }
+    workers_kick(r->w);
+    workers_wait(r->w, res->task_id, 3000, on_reload_done, r);
+}
+
+static void reload_model(struct reload *r, const char *model_id)
+{
+    char task_id[MLR_ID_LEN + 1];
+    if (mlr_id_new(task_id) != MLR_OK)
+        return;
+    struct json_object *task = queue_task_doc_new(QUEUE_TASK_DEPLOY_MODEL, model_id,
+                                                  QUEUE_STATE_CREATED, r->w->node_id, 1,
+                                                  mlr_now_ms());
+    r->pending++;
+    if (store_model_deploy(r->w->store, model_id, task_id, task, on_reload_committed, r) != MLR_OK)
+        r->pending--;
+    json_object_put(task);
+}
+
+void workers_reload(struct workers *w, const char *connector_id, const char *model_id,
+                    workers_reloaded_cb cb, void *data)
+{
+    struct reload *r = mlr_xcalloc(1, sizeof(*r));
+    r->w = w;
+    r->cb = cb;
+    r->data = data;
+    r->pending = 1;
+    for (int i = 0; i < WORKERS_BUCKETS; i++) {
+        for (struct deployment *d = w->buckets[i]; d; d = d->next) {
+            const char *cid = member(d->model, "connector_id");
+            int hit = (model_id && strcmp(d->model_id, model_id) == 0) ||
+                      (connector_id && cid && strcmp(cid, connector_id) == 0);
+            if (hit)
+                reload_model(r, d->model_id);
+        }
+    }
+    reload_step(r);
 }

@@ -191,4 +191,14 @@ void workers_undeploy_local(struct workers *w, const char *model_id);
 /** How many models are deployed in memory. */
 int workers_deployed_count(const struct workers *w);
 
+typedef void (*workers_reloaded_cb)(void *data);
+
+/**
+ * Hot reload after an update committed: redeploys every deployed model that uses connector
+ * @connector_id, and model @model_id if it is deployed (either may be NULL). @cb runs once the
+ * new deployments are installed (or failed, or after 3 s); at once when nothing is deployed.
+ */
+void workers_reload(struct workers *w, const char *connector_id, const char *model_id,
+                    workers_reloaded_cb cb, void *data);
+
 #endif /* MLR_WORKERS_H */

@@ -200,9 +200,22 @@ def create_connector(s, body):
 
 
 def register_model(s, body):
+    """Registers and waits for the REGISTER_MODEL task, as ML Commons clients do (waitForTask)."""
     r = s.post(ML + "/models/_register", body)
     assert r.status == 200, (body, r)
+    wait_task(s, r.json["task_id"])
     return r.json
+
+
+def wait_task(s, task_id, timeout=5.0):
+    deadline = time.time() + timeout
+    while True:
+        r = s.get("%s/tasks/%s" % (ML, task_id))
+        assert r.status == 200, r
+        if r.json["state"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            return r.json
+        assert time.time() < deadline, r.json
+        time.sleep(0.01)
 
 
 def remote_model(name, connector_id=None, group=None, **extra):
@@ -822,7 +835,7 @@ def test_model_register_full(h):
     assert r.json["status"] == "CREATED", r
     mid, tid = r.json["model_id"], r.json["task_id"]
     assert AUTO_ID.match(mid) and AUTO_ID.match(tid), r
-    task = get_doc(s, "tasks", tid)
+    task = wait_task(s, tid)
     assert set(task) == {"model_id", "task_type", "function_name", "state", "worker_node",
                          "create_time", "last_update_time", "is_async"}, task
     assert task["model_id"] == mid, task
