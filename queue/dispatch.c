@@ -271,7 +271,9 @@ static void fill_result(struct store_task_result *r, const struct queue_job *j)
     r->state = queue_task_state_name(j->state);
     r->error = j->error;
     r->task_fields = j->task_fields;
-    r->model_id = j->model_id[0] && !j->timed_out ? j->model_id : NULL;
+    /* Only an outcome that changes the model touches it (a register task leaves it alone). */
+    int touches_model = j->model_state != NULL || j->model_fields != NULL;
+    r->model_id = j->model_id[0] && touches_model && !j->timed_out ? j->model_id : NULL;
     r->model_state = j->model_state;
     r->model_fields = j->model_fields;
     r->only_if_state = j->only_if_state;

@@ -561,3 +561,354 @@ def test_cancel_and_delete_finished_tasks(h):
     assert get_model(s, reg["model_id"])["model_state"] == "REGISTERED"
 
 
+
+def test_cancel_created_task(h):
+    """A CREATED task can be cancelled and then never runs. The API leaves no task CREATED for
+    long, so the row is written with sqlite3 while the server runs and cancelled at once; the
+    dispatcher claims on a 200 ms tick, so a few attempts are allowed in case a tick wins."""
+    s = h.server()
+    cid = make_connector(s)
+    reg = register(s, cid)
+    wait_task(s, reg["task_id"])
+    db = db_connect(s)
+    cancelled = None
+    raced = []
+    try:
+        for attempt in range(20):
+            tid = "cancelme%012d" % attempt
+            insert_task(db, reg["task_id"], tid, "CREATED")
+            r = s.post(ML + "/tasks/%s/_cancel" % tid)
+            if r.status == 200:
+                assert r.json == {"status": "OK"}, r
+                cancelled = tid
+                break
+            expect_error(r, 400)
+            raced.append(r)
+    finally:
+        db.close()
+    assert cancelled is not None, raced
+    task = get_task(s, cancelled)
+    assert task["state"] == "CANCELLED", task
+    assert task["task_type"] == "REGISTER_MODEL", task
+    # It stays cancelled: the dispatcher never runs it (several ticks later).
+    time.sleep(0.8)
+    assert get_task(s, cancelled)["state"] == "CANCELLED"
+    expect_error(s.post(ML + "/tasks/%s/_cancel" % cancelled), 400,
+                 "Task is already in a final state [CANCELLED]")
+    r = s.delete(ML + "/tasks/" + cancelled)
+    assert r.status == 200 and r.json["result"] == "deleted", r
+    expect_error(s.get(ML + "/tasks/" + cancelled), 404, "Failed to find task")
+
+
+def test_running_task_refuses_delete_and_cancel(h):
+    """A RUNNING task with a live lease is left alone by the dispatcher; delete → 400 (not 500)
+    and cancel → 400; once its lease ends it is claimed again and completes."""
+    s = h.server()
+    cid = make_connector(s)
+    reg = register(s, cid)
+    wait_task(s, reg["task_id"])
+    db = db_connect(s)
+    try:
+        insert_task(db, reg["task_id"], "runningtask000000001", "RUNNING",
+                    lease_until_ms=now_ms() + 2500)
+    finally:
+        db.close()
+    tid = "runningtask000000001"
+    assert get_task(s, tid)["state"] == "RUNNING"
+    expect_error(s.delete(ML + "/tasks/" + tid), 400,
+                 "Task cannot be deleted in running state. Try after some time.")
+    expect_error(s.post(ML + "/tasks/%s/_cancel" % tid), 400)
+    time.sleep(0.6)  # a few dispatcher ticks: the live lease keeps it RUNNING
+    assert get_task(s, tid)["state"] == "RUNNING"
+    task = wait_task(s, tid, timeout=6)
+    assert task["model_id"] == reg["model_id"], task
+    r = s.delete(ML + "/tasks/" + tid)
+    assert r.status == 200 and r.json["result"] == "deleted", r
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+def test_created_task_runs_after_restart(h):
+    s = h.server()
+    cid = make_connector(s)
+    reg = register(s, cid)
+    wait_task(s, reg["task_id"])
+    nid = node_id(s)
+    assert s.stop() == 0
+    db = db_connect(s)
+    try:
+        insert_task(db, reg["task_id"], "leftcreated000000001", "CREATED")
+        assert task_row(db, "leftcreated000000001")["state"] == "CREATED"
+    finally:
+        db.close()
+    t0 = now_ms()
+    s.start()
+    task = wait_task(s, "leftcreated000000001")
+    assert task["task_type"] == "REGISTER_MODEL" and task["model_id"] == reg["model_id"], task
+    assert task["worker_node"] == [nid], task
+    assert task["last_update_time"] >= t0, task
+    assert get_model(s, reg["model_id"])["model_state"] == "REGISTERED"
+
+
+def test_running_task_rerun_after_restart(h):
+    s = h.server()
+    cid = make_connector(s)
+    reg = register(s, cid)
+    tid = reg["task_id"]
+    before = wait_task(s, tid)
+    assert s.stop() == 0
+    db = db_connect(s)
+    try:
+        set_task_state(db, tid, "RUNNING", now_ms() + 3600 * 1000)
+        row = task_row(db, tid)
+        assert row["state"] == "RUNNING" and row["doc"]["state"] == "RUNNING", row
+    finally:
+        db.close()
+    time.sleep(0.01)
+    t0 = now_ms()
+    s.start()
+    task = wait_task(s, tid)
+    assert task["last_update_time"] >= t0 > before["last_update_time"], (before, task)
+    assert task["create_time"] == before["create_time"], task
+    assert task["model_id"] == reg["model_id"], task
+    assert "re-running 1 tasks left running by the last process" in s.log(), s.log()
+
+
+def test_expired_lease_reclaimed_without_restart(h):
+    s = h.server()
+    cid = make_connector(s)
+    reg = register(s, cid)
+    wait_task(s, reg["task_id"])
+    db = db_connect(s)
+    try:
+        insert_task(db, reg["task_id"], "expiredlease00000001", "RUNNING",
+                    lease_until_ms=now_ms() - 1000)
+        insert_task(db, reg["task_id"], "livelease00000000001", "RUNNING",
+                    lease_until_ms=now_ms() + 3600 * 1000)
+    finally:
+        db.close()
+    t0 = now_ms()
+    task = wait_task(s, "expiredlease00000001", timeout=2)
+    assert task["last_update_time"] >= t0, task
+    assert task["model_id"] == reg["model_id"], task
+    # The one whose lease still runs is left alone.
+    time.sleep(0.5)
+    assert get_task(s, "livelease00000000001")["state"] == "RUNNING"
+
+
+# -- restart: redeploy and durability ---------------------------------------------------------
+
+def test_auto_redeploy_disabled(h):
+    s = h.server()
+    cid = make_connector(s)
+    mid = register(s, cid)["model_id"]
+    put_settings(s, {AUTO_REDEPLOY: False})
+    deploy(s, mid)
+    assert get_model(s, mid)["model_state"] == "DEPLOYED"
+    assert s.stop() == 0
+    s.start()
+    doc = wait_model_state(s, mid, "DEPLOY_FAILED", timeout=2)
+    assert doc["current_worker_node_count"] == 0, doc
+    log = s.log()
+    assert "not redeployed" in log and mid in log, log
+    assert "redeployed 0 of 1 models" in log, log
+    # A client deploy brings it back.
+    deploy(s, mid)
+    assert get_model(s, mid)["model_state"] == "DEPLOYED"
+
+
+def test_auto_redeploy_on_restart(h):
+    s = h.server()
+    cid = make_connector(s)
+    a = register(s, cid, name="a")["model_id"]
+    b = register(s, cid, name="b")["model_id"]
+    c = register(s, cid, name="c")["model_id"]
+    deploy(s, a)
+    deploy(s, b)
+    deploy(s, c)
+    undeploy(s, c)
+    assert s.stop() == 0
+    s.start()
+    assert "redeployed 2 of 2 models" in s.log(), s.log()
+    for mid in (a, b):
+        assert get_model(s, mid)["model_state"] == "DEPLOYED"
+    assert get_model(s, c)["model_state"] == "UNDEPLOYED"
+    # Still undeployable/deletable as usual.
+    expect_error(s.delete(ML + "/models/" + a), 400, DELETE_DEPLOYED)
+    undeploy(s, a)
+
+
+def test_task_retention_purge(h):
+    """mlrelay.task_retention: the purge runs 5 s after start (then every 60 s) and removes
+    finished tasks older than the retention; the models stay."""
+    t_start = time.time()
+    s = h.server()
+    cid = make_connector(s)
+    put_settings(s, {RETENTION: "1s"})
+    reg = register(s, cid)
+    tid = reg["task_id"]
+    wait_task(s, tid)
+    deadline = t_start + 8.5
+    while time.time() < deadline:
+        r = s.get(ML + "/tasks/" + tid)
+        if r.status == 404:
+            break
+        assert r.status == 200, r
+        time.sleep(0.1)
+    expect_error(s.get(ML + "/tasks/" + tid), 404, "Failed to find task")
+    assert get_model(s, reg["model_id"])["model_state"] == "REGISTERED"
+    assert search_tasks(s, {"match_all": {}}) == {}
+    assert "purged 1 finished tasks past retention" in s.log(), s.log()
+
+
+class Client:
+    """A keep-alive HTTP connection of its own (one per thread)."""
+
+    def __init__(self, port):
+        import http.client
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+
+    def post(self, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        self.conn.request("POST", path, body=data, headers=hdrs)
+        r = self.conn.getresponse()
+        payload = r.read()
+        return r.status, json.loads(payload) if payload else None
+
+    def close(self):
+        self.conn.close()
+
+
+def _load(s, cid, threads, stop, acked, errors, with_deploy=False):
+    """Starts @threads threads registering (and optionally deploying) models until @stop is set
+    or the server goes away; each acknowledgement is appended to @acked."""
+    lock = threading.Lock()
+
+    def worker(n):
+        c = Client(s.port)
+        i = 0
+        try:
+            while not stop.is_set():
+                body = {"name": "load-%d-%d" % (n, i), "function_name": "remote",
+                        "connector_id": cid}
+                i += 1
+                status, j = c.post(ML + "/models/_register", body)
+                if status != 200:
+                    with lock:
+                        errors.append((status, j))
+                    return
+                with lock:
+                    acked.append(("register", j["model_id"], j["task_id"]))
+                if with_deploy:
+                    status, j2 = c.post(ML + "/models/%s/_deploy" % j["model_id"])
+                    if status != 200:
+                        with lock:
+                            errors.append((status, j2))
+                        return
+                    with lock:
+                        acked.append(("deploy", j["model_id"], j2["task_id"]))
+        except (OSError, ValueError, Exception) as e:  # the server went away mid-request
+            with lock:
+                errors.append(repr(e))
+        finally:
+            c.close()
+
+    ts = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(threads)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def _wait_all_completed(s, task_ids, timeout):
+    """Polls task search until every id in @task_ids is COMPLETED; returns the docs."""
+    want = set(task_ids)
+    deadline = time.time() + timeout
+    done = {}
+    while time.time() < deadline:
+        done = search_tasks(s, {"terms": {"_id": sorted(want)}}, size=10000)
+        if set(done) == want and all(d["state"] == "COMPLETED" for d in done.values()):
+            return done
+        time.sleep(0.1)
+    missing = want - set(done)
+    bad = {k: v["state"] for k, v in done.items() if v["state"] != "COMPLETED"}
+    raise AssertionError("tasks not COMPLETED within %ss: missing %d %r, not completed %r"
+                         % (timeout, len(missing), sorted(missing)[:5], bad))
+
+
+def test_kill9_under_load_loses_nothing(h):  # slow
+    s = h.server()
+    cid = make_connector(s)
+    deployed = register(s, cid, name="deployed before the kill")["model_id"]
+    deploy(s, deployed)
+    stop = threading.Event()
+    acked, errors = [], []
+    threads = _load(s, cid, 4, stop, acked, errors)
+    deadline = time.time() + 20
+    while len(acked) < 320 and time.time() < deadline and not errors:
+        time.sleep(0.005)
+    assert len(acked) >= 320, (len(acked), errors[:3])
+    alive = sum(t.is_alive() for t in threads)
+    assert alive == 4, (alive, errors[:3])  # still sending when the kill lands
+    s.kill9()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    acked = list(acked)
+    s.start()
+    assert "redeployed 1 of 1 models" in s.log(), s.log()
+    assert get_model(s, deployed)["model_state"] == "DEPLOYED"
+    models = set()
+    for _, mid, _ in acked:
+        models.add(mid)
+    for mid in sorted(models):
+        r = s.get(ML + "/models/" + mid)
+        assert r.status == 200, (mid, r)
+        assert r.json["model_state"] == "REGISTERED", r
+    _wait_all_completed(s, [tid for _, _, tid in acked], timeout=10)
+    # Nothing half-written: every model has its task, every task its model.
+    assert s.stop() == 0
+    db = sqlite3.connect(db_path(s))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        orphans = db.execute("SELECT COUNT(*) FROM models m WHERE NOT EXISTS (SELECT 1 FROM tasks "
+                             "t WHERE t.model_id = m.id)").fetchone()[0]
+        assert orphans == 0, orphans
+    finally:
+        db.close()
+
+
+def test_sigterm_with_tasks_in_flight(h):
+    s = h.server()
+    cid = make_connector(s)
+    stop = threading.Event()
+    acked, errors = [], []
+    threads = _load(s, cid, 4, stop, acked, errors, with_deploy=True)
+    deadline = time.time() + 20
+    while len(acked) < 200 and time.time() < deadline and not errors:
+        time.sleep(0.005)
+    assert len(acked) >= 200, (len(acked), errors[:3])
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    code = s.wait_exit(timeout=15)
+    took = time.time() - t0
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert code == 0, (code, s.log())
+    assert took < 10, took
+    acked = list(acked)
+    s.close_conn()
+    s.start()
+    regs = [x for x in acked if x[0] == "register"]
+    deploys = [x for x in acked if x[0] == "deploy"]
+    assert regs and deploys, acked[:3]
+    _wait_all_completed(s, [tid for _, _, tid in acked], timeout=10)
+    deployed = {mid for _, mid, _ in deploys}
+    for _, mid, _ in regs:
+        doc = get_model(s, mid)
+        assert doc["name"].startswith("load-"), doc
+        if mid not in deployed:
+            assert doc["model_state"] == "REGISTERED", doc
+    for mid in sorted(deployed):
+        wait_model_state(s, mid, "DEPLOYED", timeout=2)
