@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <curl/curl.h>
 #include <openssl/crypto.h>
 
 struct app {
@@ -219,6 +220,7 @@ int main(int argc, char **argv)
     char pool[32];
     snprintf(pool, sizeof(pool), "%lld", (long long)a.cfg.workers_threads + 4);
     setenv("UV_THREADPOOL_SIZE", pool, 0);
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread starts */
     uv_loop_init(&a.loop);
     int rc = start(&a, err, sizeof(err));
     if (rc != MLR_OK)
@@ -234,6 +236,7 @@ int main(int argc, char **argv)
     OPENSSL_cleanse(a.master_key, sizeof(a.master_key));
     int closed = uv_loop_close(&a.loop);
     mlr_config_cleanup(&a.cfg);
+    curl_global_cleanup();
     if (closed != 0)
         mlr_log(MLR_LOG_WARN, "main", "event loop closed with handles still open");
     return rc == MLR_OK ? 0 : 1;

@@ -21,16 +21,6 @@
 
 #include <json-c/json.h>
 
-struct deployment {
-    atomic_int refs;
-    char model_id[STORE_ID_MAX + 1];
-    struct json_object *model;        /* model document */
-    struct json_object *connector;    /* connector document (credential-free) */
-    struct json_object *credential;   /* decrypted: name -> plaintext; wiped on free */
-    int64_t deployed_ms;              /* wall clock */
-    struct deployment *next;          /* registry chain */
-};
-
 static const char *member(struct json_object *o, const char *k)
 {
     struct json_object *v = NULL;

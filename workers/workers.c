@@ -96,6 +96,7 @@ int workers_start(struct workers *w, struct store *s, const unsigned char *maste
     struct mlr_settings *set = workers_settings_get(w);
     int redeploy = mlr_settings_bool(set, MLR_S_AUTO_REDEPLOY);
     mlr_settings_unref(set);
+    w->http = workers_http_new(w->loop);
     int rc = queue_open(w->loop, s, &opts, &runner, &w->queue);
     if (rc == MLR_OK)
         rc = workers__redeploy(w, redeploy);
@@ -111,11 +112,41 @@ int workers_start(struct workers *w, struct store *s, const unsigned char *maste
     return MLR_OK;
 }
 
+struct stop_ctx {
+    struct workers *w;
+    workers_stopped_cb cb;
+    void *data;
+};
+
+static void on_http_closed(void *data)
+{
+    struct stop_ctx *sc = data;
+    workers_stopped_cb cb = sc->cb;
+    void *cb_data = sc->data;
+    free(sc);
+    cb(cb_data);
+}
+
+static void on_queue_closed(void *data)
+{
+    struct stop_ctx *sc = data;
+    struct workers_http *h = sc->w->http;
+    sc->w->http = NULL;
+    if (h)
+        workers_http_close(h, on_http_closed, sc);
+    else
+        on_http_closed(sc);
+}
+
 void workers_stop(struct workers *w, workers_stopped_cb cb, void *data)
 {
+    struct stop_ctx *sc = mlr_xcalloc(1, sizeof(*sc));
+    sc->w = w;
+    sc->cb = cb;
+    sc->data = data;
     struct queue *q = w->queue;
     w->queue = NULL;
-    queue_close(q, cb, data);
+    queue_close(q, on_queue_closed, sc);
 }
 
 void workers_kick(struct workers *w)

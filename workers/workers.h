@@ -201,4 +201,78 @@ typedef void (*workers_reloaded_cb)(void *data);
 void workers_reload(struct workers *w, const char *connector_id, const char *model_id,
                     workers_reloaded_cb cb, void *data);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Predict (predict.c). Loop thread.                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * Completion of a predict: @response ({"inference_results":[...]}, borrowed) on success, else
+ * @e with the status, type and reason to answer.
+ */
+typedef void (*workers_predict_cb)(struct json_object *response, const struct workers_error *e,
+                                   void *data);
+
+/**
+ * Runs a predict of @body ({"parameters":{...}} or {"text_docs":[...]}) on model @model_id,
+ * deploying it first when it is not deployed here and auto-deploy allows it (reference §11).
+ * @cb is called exactly once.
+ */
+void workers_predict(struct workers *w, const char *model_id, struct json_object *body,
+                     workers_predict_cb cb, void *data);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Upstream HTTP (http.c): libcurl multi-socket on the libuv loop. Loop thread only.           */
+/* ------------------------------------------------------------------------------------------ */
+
+struct workers_http;
+struct curl_slist;
+
+/** One upstream call. The caller owns it and keeps it alive until done() ran. */
+struct workers_http_req {
+    /* request */
+    const char *method;             /* "POST", "GET", ... */
+    const char *url;
+    struct curl_slist *headers;     /* built with workers_http_header_append(); freed by cleanup */
+    const char *body;               /* may be NULL */
+    size_t body_len;
+    long connect_timeout_ms;
+    long timeout_ms;                /* whole transfer */
+    int skip_verify;                /* accept any TLS certificate (connector's choice) */
+    int allow_private;              /* connector.private_ip_enabled */
+    size_t max_body;                /* response cap in bytes; 0 = none */
+    char aws_sigv4[160];            /* "aws:amz:<region>:<service>" or "" */
+    const char *aws_key;            /* with aws_sigv4 */
+    const char *aws_secret;
+    void (*done)(struct workers_http_req *r, void *data); /* loop thread, exactly once */
+    void *data;
+    /* response */
+    long status;                    /* HTTP status, 0 when none arrived */
+    int curl_code;                  /* 0 = transfer completed */
+    struct mlr_buf response;        /* body (capped) */
+    char errbuf[256];               /* transport error text */
+    char retry_after[64];           /* Retry-After header, "" if absent */
+    char amzn_error[64];            /* x-amzn-ErrorType header, "" if absent */
+    int too_big;                    /* the body passed max_body */
+    int private_refused;            /* the address connected to is private and not allowed */
+    void *_easy;                    /* private */
+};
+
+typedef void (*workers_http_closed_cb)(void *data);
+
+struct workers_http *workers_http_new(uv_loop_t *loop);
+/** Starts @r. On an error return done() is never called. */
+int workers_http_start(struct workers_http *h, struct workers_http_req *r);
+/** Frees the response buffer and header list of @r (after done()). */
+void workers_http_req_cleanup(struct workers_http_req *r);
+/** Appends a "Name: value" header line; returns the new list. */
+void *workers_http_header_append(void *list, const char *line);
+/** The transport error message of a failed transfer. */
+const char *workers_http_error(const struct workers_http_req *r);
+/** Whether a failed transfer timed out. */
+int workers_http_timed_out(const struct workers_http_req *r);
+/** 1 when @ip (text form) is loopback, private, link-local, unique-local or any-local. */
+int workers_ip_is_private(const char *ip);
+/** Closes the client once no transfer is in flight (call after every request finished). */
+void workers_http_close(struct workers_http *h, workers_http_closed_cb cb, void *data);
+
 #endif /* MLR_WORKERS_H */

@@ -5,6 +5,7 @@
 #define MLR_WORKERS_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include <openssl/crypto.h>
 
@@ -23,6 +24,34 @@ struct workers {
     char node_id[STORE_ID_MAX + 1];
     struct deployment *buckets[WORKERS_BUCKETS]; /* registry (loop thread only) */
     int ndeployed;                   /* deployments in the registry */
+    struct workers_http *http;       /* upstream client */
+    struct autodeploy *autodeploys;  /* deploys started by predicts, with their waiters */
+};
+
+struct autodeploy;
+
+/* Runs a predict on deployment @d (predict.c). */
+void workers__predict_run(struct workers *w, struct deployment *d, struct json_object *body,
+                          workers_predict_cb cb, void *data);
+
+struct predict_call;
+
+/* A deployed remote model: everything a predict needs without touching the database. */
+struct deployment {
+    atomic_int refs;
+    char model_id[STORE_ID_MAX + 1];
+    struct json_object *model;        /* model document */
+    struct json_object *connector;    /* connector document (credential-free) */
+    struct json_object *credential;   /* decrypted: name -> plaintext; wiped on free */
+    int64_t deployed_ms;              /* wall clock */
+    struct deployment *next;          /* registry chain */
+    /* predict-time state, loop thread only */
+    int64_t last_used_ms;             /* wall clock of the last predict (TTL) */
+    int inflight;                     /* upstream calls running (client_config.max_connection) */
+    struct predict_call *waiting;     /* calls queued behind the cap, FIFO head */
+    struct predict_call *waiting_tail;
+    double tokens;                    /* rate limiter bucket */
+    int64_t refill_ms;                /* monotonic time tokens were last refilled */
 };
 
 /* The runner the queue calls (deploy.c); data is set to the workers at start. */

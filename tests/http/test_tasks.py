@@ -7,6 +7,7 @@ writes the row with Python's sqlite3 module, copying the shape of a row the serv
 """
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -262,7 +263,14 @@ def test_register_task_document(h):
     tasks = search_tasks(s, {"match_all": {}})
     assert list(tasks) == [reg["task_id"]], tasks
     assert tasks[reg["task_id"]]["state"] == "COMPLETED", tasks
-    assert get_model(s, reg["model_id"])["model_state"] == "REGISTERED"
+    # Completing the register task leaves the model document as the register wrote it.
+    r = s.post(ML + "/models/_search", {"query": {"ids": {"values": [reg["model_id"]]}}})
+    assert r.status == 200 and r.json["hits"]["total"]["value"] == 1, r
+    hit = r.json["hits"]["hits"][0]
+    assert hit["_version"] == 1, hit
+    model = hit["_source"]
+    assert model["model_state"] == "REGISTERED", model
+    assert model["last_updated_time"] == model["created_time"], model
 
 
 def test_register_task_runs_quickly_many(h):
@@ -352,7 +360,8 @@ def test_deploy_custom_plan_refused(h):
     before = get_model(s, mid)
     r = s.post(ML + "/models/%s/_deploy" % mid, {"node_ids": [node_id(s)]})
     expect_error(r, 400, "Don't allow custom deployment plan")
-    assert get_model(s, mid) == before
+    after = get_model(s, mid)
+    assert after == before, (before, after)
     assert search_tasks(s, {"term": {"task_type": "DEPLOY_MODEL"}}) == {}
 
 
@@ -561,7 +570,6 @@ def test_cancel_and_delete_finished_tasks(h):
     assert get_model(s, reg["model_id"])["model_state"] == "REGISTERED"
 
 
-
 def test_cancel_created_task(h):
     """A CREATED task can be cancelled and then never runs. The API leaves no task CREATED for
     long, so the row is written with sqlite3 while the server runs and cancelled at once; the
@@ -710,7 +718,7 @@ def test_auto_redeploy_disabled(h):
     doc = wait_model_state(s, mid, "DEPLOY_FAILED", timeout=2)
     assert doc["current_worker_node_count"] == 0, doc
     log = s.log()
-    assert "not redeployed" in log and mid in log, log
+    assert any("not redeployed" in line and mid in line for line in log.splitlines()), log
     assert "redeployed 0 of 1 models" in log, log
     # A client deploy brings it back.
     deploy(s, mid)
@@ -765,7 +773,6 @@ class Client:
     """A keep-alive HTTP connection of its own (one per thread)."""
 
     def __init__(self, port):
-        import http.client
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
 
     def post(self, path, body=None):
@@ -802,13 +809,13 @@ def _load(s, cid, threads, stop, acked, errors, with_deploy=False):
                     acked.append(("register", j["model_id"], j["task_id"]))
                 if with_deploy:
                     status, j2 = c.post(ML + "/models/%s/_deploy" % j["model_id"])
-                    if status != 200:
+                    if status != 200 or j2.get("status") not in ("COMPLETED", "CREATED"):
                         with lock:
                             errors.append((status, j2))
                         return
                     with lock:
                         acked.append(("deploy", j["model_id"], j2["task_id"]))
-        except (OSError, ValueError, Exception) as e:  # the server went away mid-request
+        except Exception as e:  # the server went away mid-request
             with lock:
                 errors.append(repr(e))
         finally:
@@ -845,9 +852,9 @@ def test_kill9_under_load_loses_nothing(h):  # slow
     acked, errors = [], []
     threads = _load(s, cid, 4, stop, acked, errors)
     deadline = time.time() + 20
-    while len(acked) < 320 and time.time() < deadline and not errors:
+    while len(acked) < 400 and time.time() < deadline and not errors:
         time.sleep(0.005)
-    assert len(acked) >= 320, (len(acked), errors[:3])
+    assert len(acked) >= 400, (len(acked), errors[:3])
     alive = sum(t.is_alive() for t in threads)
     assert alive == 4, (alive, errors[:3])  # still sending when the kill lands
     s.kill9()
@@ -866,7 +873,7 @@ def test_kill9_under_load_loses_nothing(h):  # slow
         assert r.status == 200, (mid, r)
         assert r.json["model_state"] == "REGISTERED", r
     _wait_all_completed(s, [tid for _, _, tid in acked], timeout=10)
-    # Nothing half-written: every model has its task, every task its model.
+    # Nothing half-written: the database is sound and every model has its register task.
     assert s.stop() == 0
     db = sqlite3.connect(db_path(s))
     try:
@@ -897,8 +904,18 @@ def test_sigterm_with_tasks_in_flight(h):
         t.join(10)
     assert code == 0, (code, s.log())
     assert took < 10, took
+    # Requests caught by the shutdown are answered or dropped, never failed with a 5xx.
+    assert not [e for e in errors if isinstance(e, tuple) and e[0] >= 500], errors
     acked = list(acked)
     s.close_conn()
+    # In-flight work was finished or re-queued: nothing is left RUNNING, the file is sound.
+    db = sqlite3.connect(db_path(s))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        running = db.execute("SELECT id, task_type FROM tasks WHERE state = 'RUNNING'").fetchall()
+        assert running == [], running
+    finally:
+        db.close()
     s.start()
     regs = [x for x in acked if x[0] == "register"]
     deploys = [x for x in acked if x[0] == "deploy"]

@@ -1,0 +1,172 @@
+"""A mock model provider for the black-box tests, on 127.0.0.1 (any free port).
+
+It records every request it receives (method, path, headers, body) so tests can assert exactly
+what mlrelay rendered and sent, and answers by path:
+
+  /v1/chat/completions     OpenAI chat completion echoing the last message
+  /v1/completions          OpenAI completion
+  /v1/embeddings           OpenAI embeddings: one 3-float vector per input string
+  /embed/cohere            Cohere v1 embeddings ("texts" -> "embeddings")
+  /embed/titan             Bedrock Titan embedding ("inputText" -> "embedding")
+  /rerank                  Cohere rerank (reverse order, scores 1/(i+1))
+  /echo                    {"method","path","headers","body"} of the request
+  /status/<code>           that status with body {"message":"status <code>"}
+  /empty/<code>            that status with an empty body
+  /slow/<ms>               sleeps, then answers like /echo
+  /flaky/<n>/<code>        the first n requests answer <code>, then 200 (per path)
+  /text                    200 text/plain "plain words"
+  /array                   200 JSON array [1,2,3]
+  /retry-after/<s>         first request 429 with Retry-After: <s>, then 200
+Anything else is 404.
+"""
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # keep test output clean
+        pass
+
+    def _read(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _send(self, status, body, ctype="application/json", extra=None):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self):
+        body = self._read()
+        up = self.server.upstream
+        rec = {"method": self.command, "path": self.path,
+               "headers": {k.lower(): v for k, v in self.headers.items()},
+               "body": body.decode("utf-8", "replace")}
+        with up.lock:
+            up.requests.append(rec)
+            count = up.counts.get(self.path, 0) + 1
+            up.counts[self.path] = count
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        parts = self.path.split("?")[0].strip("/").split("/")
+        route = getattr(self, "_r_" + parts[0].replace("-", "_"), None)
+        if parts[:2] == ["v1", "chat"]:
+            route = self._r_chat
+        elif parts[:2] == ["v1", "completions"]:
+            route = self._r_completions
+        elif parts[:2] == ["v1", "embeddings"]:
+            route = self._r_embeddings
+        if route is None:
+            self._send(404, {"message": "no such path"})
+            return
+        route(parts, parsed, rec, count)
+
+    do_POST = do_GET = do_PUT = do_DELETE = _handle
+
+    # -- routes --------------------------------------------------------------------------
+    def _r_chat(self, parts, body, rec, count):
+        msgs = (body or {}).get("messages") or [{"content": ""}]
+        self._send(200, {"id": "chatcmpl-1", "object": "chat.completion",
+                         "model": (body or {}).get("model"),
+                         "choices": [{"index": 0, "message": {"role": "assistant",
+                                                               "content": "echo: %s" %
+                                                               msgs[-1].get("content")}}]})
+
+    def _r_completions(self, parts, body, rec, count):
+        self._send(200, {"id": "cmpl-1", "choices": [{"text": "This is indeed a test"}]})
+
+    def _r_embeddings(self, parts, body, rec, count):
+        inputs = (body or {}).get("input") or []
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        data = [{"object": "embedding", "index": i,
+                 "embedding": [float(len(t)), 0.5, -0.0043460787]} for i, t in enumerate(inputs)]
+        self._send(200, {"object": "list", "data": data})
+
+    def _r_embed(self, parts, body, rec, count):
+        if parts[1:] == ["cohere"]:
+            texts = (body or {}).get("texts") or []
+            self._send(200, {"embeddings": [[float(len(t)), 1.5] for t in texts]})
+        else:
+            self._send(200, {"embedding": [float(len((body or {}).get("inputText", ""))), 2.5]})
+
+    def _r_rerank(self, parts, body, rec, count):
+        docs = (body or {}).get("documents") or []
+        res = [{"index": i, "relevance_score": 1.0 / (i + 1)} for i in reversed(range(len(docs)))]
+        self._send(200, {"results": res})
+
+    def _r_echo(self, parts, body, rec, count):
+        self._send(200, rec)
+
+    def _r_status(self, parts, body, rec, count):
+        code = int(parts[1])
+        self._send(code, {"message": "status %d" % code})
+
+    def _r_empty(self, parts, body, rec, count):
+        self._send(int(parts[1]), b"")
+
+    def _r_slow(self, parts, body, rec, count):
+        time.sleep(int(parts[1]) / 1000.0)
+        self._send(200, rec)
+
+    def _r_flaky(self, parts, body, rec, count):
+        n, code = int(parts[1]), int(parts[2])
+        if count <= n:
+            self._send(code, {"message": "try again"})
+        else:
+            self._send(200, {"ok": True, "attempt": count})
+
+    def _r_text(self, parts, body, rec, count):
+        self._send(200, b"plain words", "text/plain")
+
+    def _r_array(self, parts, body, rec, count):
+        self._send(200, [1, 2, 3])
+
+    def _r_retry_after(self, parts, body, rec, count):
+        if count == 1:
+            self._send(429, {"message": "slow down"}, extra={"Retry-After": parts[1]})
+        else:
+            self._send(200, {"ok": True, "attempt": count})
+
+
+class Upstream:
+    """Starts the mock on 127.0.0.1:<free port> in a background thread."""
+
+    def __init__(self):
+        self.requests = []
+        self.counts = {}
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.server.upstream = self
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def endpoint(self):
+        return "127.0.0.1:%d" % self.port
+
+    def last(self):
+        with self.lock:
+            return self.requests[-1] if self.requests else None
+
+    def count(self):
+        with self.lock:
+            return len(self.requests)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
