@@ -64,6 +64,10 @@ static const struct api_route routes[] = {
      NULL},
     {M(POST), ML "/models/{id}/_unload", api_h_model_undeploy, 1 * MB, API_BODY_NONE, MODEL,
      NULL},
+    {M(POST), ML "/models/{id}/_predict", api_h_model_predict, 0, REQ, MODEL,
+     "Predict request has empty body"},
+    {M(POST), ML "/_predict/{algorithm}/{id}", api_h_algorithm_predict, 0, REQ, MODEL,
+     "Predict request has empty body"},
     {M(POST), ML "/models/_undeploy", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
     {M(POST), ML "/models/_unload", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
 

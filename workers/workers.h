@@ -275,4 +275,158 @@ int workers_ip_is_private(const char *ip);
 /** Closes the client once no transfer is in flight (call after every request finished). */
 void workers_http_close(struct workers_http *h, workers_http_closed_cb cb, void *data);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Built-in pre/post-process functions and JSONPath (process.c). Pure; any thread.             */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * Evaluates the JSONPath @path (the subset of Jayway JsonPath that response_filter needs: `$`,
+ * `.field`, `['field']` or `["field"]`, `[n]` with n < 0 counting from the end, `[*]` and `.*`;
+ * a path without a leading `$` is read as `$.` + path) against @root (borrowed).
+ * A definite path (no wildcard) yields the one value it names; an indefinite path yields a new
+ * array of every match, flattened, in document order (possibly empty), as Jayway does.
+ * Returns MLR_OK with *@out a new reference the caller puts (NULL when the value is JSON null);
+ * MLR_ENOTFOUND when a definite path, or the definite part before the first wildcard, names
+ * nothing (@e: 404 with Jayway's "No results for path" wording); MLR_EINVAL for bad or
+ * unsupported syntax, or a path over 1024 bytes or 64 steps (@e: 400). *@out is written only on
+ * success. Iterative: no recursion whatever the depth of @root.
+ */
+int workers_jsonpath(struct json_object *root, const char *path, struct json_object **out,
+                     struct workers_error *e);
+
+/**
+ * Runs the built-in pre-process function @fn (NULL = connector.pre_process.default.embedding)
+ * over a neural-search style input: @text_docs, a non-empty JSON array of strings (borrowed),
+ * and, for the rerank functions, @query_text. Writes to *@requests a new JSON array with one
+ * object per upstream request; its values are JSON strings ready to be substituted verbatim
+ * (strings already escaped as JSON string contents, lists as compact JSON text):
+ *   openai/default .embedding   {"input": "[\"a\",\"b\"]"}           all docs in one request
+ *   cohere.embedding            {"texts": "[...]"}
+ *   bedrock.embedding           {"inputText": "a"}                   one request per doc
+ *   cohere/default .rerank      {"query": q, "documents": "[...]", "top_n": "<#docs>"}
+ *   bedrock.rerank              {"queries": "[{...}]", "sources": "[{...}]",
+ *                                "numberOfResults": "<#docs>"}
+ * @query_text is ignored by the embedding functions.
+ * Returns MLR_OK, or MLR_EINVAL with @e (400): unknown @fn, missing or empty text_docs ("Empty
+ * text docs"), a doc that is not a string, rerank without @query_text. *@requests is written
+ * only on success; the caller puts it.
+ */
+int workers_preprocess(const char *fn, struct json_object *text_docs, const char *query_text,
+                       struct json_object **requests, struct workers_error *e);
+
+/**
+ * workers_preprocess() with input_docs_processed_step_size: the batched embedding functions
+ * send @step docs per request (the last request takes the rest). @step 0 means the parameter is
+ * not set (one request); a negative @step is refused with 400 "Invalid parameter:
+ * input_docs_processed_step_size. It must be positive integer.". Bedrock embedding always sends
+ * one doc per request and rerank always sends every doc in one request (the upstream ranks them
+ * together), so for those a positive @step only has to be valid.
+ */
+int workers_preprocess_step(const char *fn, struct json_object *text_docs, const char *query_text,
+                            int step, struct json_object **requests, struct workers_error *e);
+
+/**
+ * Parses the input_docs_processed_step_size parameter value @s as Java's Integer.parseInt does.
+ * @s NULL (parameter not set) gives 0. Returns MLR_OK with *@out, or MLR_EINVAL with @e (400):
+ * "For input string: ..." when @s is not an int, the positive-integer message when it is <= 0.
+ */
+int workers_step_parse(const char *s, int *out, struct workers_error *e);
+
+/**
+ * Turns one upstream response into the "output" array of one inference_results element.
+ * @response is the parsed upstream body (a JSON string object for a body that is not JSON;
+ * NULL for a JSON null), borrowed. @filter is the response_filter parameter (NULL or blank =
+ * none). @ndocs is the number of docs sent (rerank: the number of similarity tensors; 0 = as
+ * many as results).
+ *   @fn NULL: one tensor {"name":"response","dataAsMap":X}, X = the filtered value (the whole
+ *   response when the filter names nothing): an object as-is, a string holding a JSON object
+ *   parsed (one holding an array becomes {"response":[...]}), anything else {"response":value}.
+ *   Embedding functions: the function's JSONPath (or @filter) selects the vectors; one
+ *   {"name":"sentence_embedding","data_type":T,"shape":[dim],"data":[...]} per vector (bedrock:
+ *   the one vector). T is FLOAT32 unless the path names a type (".int8" -> INT8, ...).
+ *   Rerank functions: one {"name":"similarity","data_type":"FLOAT32","shape":[1],"data":[s]}
+ *   per doc, placed by the result's "index"; a doc without a result gets data [null].
+ * Doubles are written in their shortest round-trip form; integers are kept as they are.
+ * Returns MLR_OK with *@output (a new array the caller puts); MLR_EINVAL with @e 400 for an
+ * unknown @fn, a bad @filter, or the built-ins' validation messages ("Post process function input
+ * is not a List.", "The embedding should be a non-empty List containing Float values.", ...);
+ * MLR_EINTERNAL with @e 500 m_l_exception "Fail to execute predict in aws connector" for any
+ * other failure (the path names nothing, wrong types further in). *@output only on success.
+ */
+int workers_postprocess(const char *fn, const char *filter, struct json_object *response,
+                        int ndocs, struct json_object **output, struct workers_error *e);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Templates: the parameter map, substitution, and checks on the result (template.c, reference */
+/* §5.1-§5.5). Pure; any thread.                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+#define WORKERS_TEMPLATE_MAX_BYTES ((size_t)16 << 20) /* bytes one merge or render may produce */
+#define WORKERS_TEMPLATE_MAX_DEPTH 32 /* nested substitutions (connector parameter chains) */
+#define WORKERS_HEADER_MAX_BYTES 8192 /* one rendered header, name + value, bytes */
+
+/**
+ * Builds the parameter map of one remote call (reference §5.1-§5.2): a new json-c object whose
+ * values are JSON strings ready to substitute, or JSON null (absent for substitution).
+ *
+ * Layers, lowest first: @connector_params (stored text, not escaped), @preprocess_params (what a
+ * pre-process function produced, inserted as is), @request_params (converted by the ORIGINAL
+ * JSON type: a string is escaped as JSON string contents like Commons Text escapeJson(), with
+ * every non-ASCII character as \uXXXX; an object or array becomes compact JSON; a number takes
+ * ML Commons' stored form, see workers_param_string(); a boolean "true"/"false"; null stays
+ * null). A request string whose key is listed in `no_escape_params` (comma-separated, read from
+ * the winning layer) is inserted verbatim. Request values always win.
+ *
+ * Connector values that hold placeholders are then resolved against the map, recursively through
+ * other connector values, with request and pre-process values as inert leaves: text that came
+ * from a request is never expanded (no template injection). Every value of *@out is final.
+ *
+ * Any argument may be NULL (empty); @connector_params and @preprocess_params must be objects.
+ * Returns MLR_OK with *@out owned by the caller (json_object_put()), or MLR_EINVAL with @e
+ * (400 illegal_argument_exception): @request_params not an object, a request string that is not
+ * valid UTF-8 or escapes past WORKERS_TEMPLATE_MAX_BYTES, a cycle among connector parameters
+ * ("Infinite loop in property interpolation of ${parameters.a}: a->b->a"), a chain deeper than
+ * WORKERS_TEMPLATE_MAX_DEPTH, or more than WORKERS_TEMPLATE_MAX_BYTES of resolved text.
+ */
+int workers_params_merge(struct json_object *connector_params, struct json_object *request_params,
+                         struct json_object *preprocess_params, struct json_object **out,
+                         struct workers_error *e);
+
+/**
+ * Substitutes placeholders in @tmpl (reference §5.3) in one pass: `${parameters.NAME}` (NAME
+ * looked up literally in @params, dots included), `${parameters.NAME:-default}`, the quoted
+ * `"${parameters.NAME:-null}"` (-> null when NAME is absent or null), and
+ * `${parameters.NAME.toString()}` (NAME's value escaped as JSON string contents; works directly
+ * in templates too, unlike ML Commons). `$${parameters.` escapes a placeholder. When @credential
+ * is non-NULL (headers), `${credential.NAME}` is substituted from it too. Substituted values are
+ * never rescanned: @params should come from workers_params_merge(), which resolved them.
+ * Unresolved placeholders stay literal; check the result with workers_body_check() or
+ * workers_header_check().
+ *
+ * Returns MLR_OK with *@out a heap string the caller frees, or MLR_EINVAL with @e (400): output
+ * past WORKERS_TEMPLATE_MAX_BYTES, a value holding a NUL byte, or invalid UTF-8 under
+ * .toString(). @params and @credential may be NULL.
+ */
+int workers_template_render(const char *tmpl, struct json_object *params,
+                            struct json_object *credential, char **out, struct workers_error *e);
+
+/**
+ * Checks a rendered request body: it must be one JSON object or array, or NDJSON (every
+ * non-blank line one), else 400 "Invalid payload: <body>"; and it must not contain
+ * `${parameters.`, else 400 "Some parameter placeholder not filled in payload: a, b" (names in
+ * order, once each), unless @params has skip_validating_missing_parameters "true". Callers that
+ * want ML Commons' "Content length is 0" answer test for an empty body first. Returns MLR_OK or
+ * MLR_EINVAL with @e.
+ */
+int workers_body_check(const char *body, struct json_object *params, struct workers_error *e);
+
+/**
+ * Checks one rendered header: @name an HTTP token; no `${` left in @value ("Header '<h>' contains
+ * unresolved placeholder. Required parameter is missing."); no control character but TAB, and no
+ * DEL ("Header value contains invalid control character"); name plus value at most
+ * WORKERS_HEADER_MAX_BYTES. The 64 KB total over all headers is the caller's. Returns MLR_OK or
+ * MLR_EINVAL with @e (400).
+ */
+int workers_header_check(const char *name, const char *value, struct workers_error *e);
+
 #endif /* MLR_WORKERS_H */
