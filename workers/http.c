@@ -20,6 +20,7 @@
 #include "workers_int.h"
 
 #include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -32,6 +33,7 @@ struct workers_http {
     uv_timer_t timer;          /* libcurl's next timeout */
     int closing;
     int inflight;              /* transfers added and not yet finished */
+    struct workers_http_req *active; /* those transfers (for aborting them at close) */
     workers_http_closed_cb closed_cb;
     void *closed_data;
 };
@@ -123,6 +125,28 @@ static size_t on_header(char *p, size_t size, size_t n, void *data)
 
 /* ---------------------------------- libuv <-> libcurl ---------------------------------- */
 
+static void unlink_active(struct workers_http *h, struct workers_http_req *r)
+{
+    if (r->_prev)
+        r->_prev->_next = r->_next;
+    else
+        h->active = r->_next;
+    if (r->_next)
+        r->_next->_prev = r->_prev;
+    r->_prev = r->_next = NULL;
+}
+
+/* Detaches a finished (or aborted) transfer and reports it. */
+static void finish(struct workers_http *h, struct workers_http_req *r)
+{
+    curl_multi_remove_handle(h->multi, r->_easy);
+    curl_easy_cleanup(r->_easy);
+    r->_easy = NULL;
+    unlink_active(h, r);
+    h->inflight--;
+    r->done(r, r->data);
+}
+
 static void check_done(struct workers_http *h)
 {
     CURLMsg *msg;
@@ -135,11 +159,7 @@ static void check_done(struct workers_http *h)
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r->status);
         r->curl_code = (int)msg->data.result;
-        curl_multi_remove_handle(h->multi, easy);
-        curl_easy_cleanup(easy);
-        r->_easy = NULL;
-        h->inflight--;
-        r->done(r, r->data);
+        finish(h, r);
     }
 }
 
@@ -280,6 +300,11 @@ int workers_http_start(struct workers_http *h, struct workers_http_req *r)
         return MLR_EIO;
     }
     r->_easy = e;
+    r->_prev = NULL;
+    r->_next = h->active;
+    if (h->active)
+        h->active->_prev = r;
+    h->active = r;
     h->inflight++;
     return MLR_OK;
 }
@@ -324,6 +349,12 @@ void workers_http_close(struct workers_http *h, workers_http_closed_cb cb, void 
     h->closing = 1;
     h->closed_cb = cb;
     h->closed_data = data;
+    while (h->active) { /* shutting down: whatever is still in flight is abandoned */
+        struct workers_http_req *r = h->active;
+        r->curl_code = CURLE_ABORTED_BY_CALLBACK;
+        snprintf(r->errbuf, sizeof(r->errbuf), "the server is shutting down");
+        finish(h, r);
+    }
     uv_timer_stop(&h->timer);
     uv_close((uv_handle_t *)&h->timer, on_timer_closed);
 }

@@ -247,7 +247,7 @@ static void on_backoff(uv_timer_t *t)
         call_fail(c, &e);
         return;
     }
-    if (workers_http_start(c->p->w->http, &c->http) != MLR_OK) {
+    if (c->p->w->http == NULL || workers_http_start(c->p->w->http, &c->http) != MLR_OK) {
         fail(&e, 500, "exception", "Error communicating with remote model: cannot retry");
         call_fail(c, &e);
     }
@@ -446,7 +446,7 @@ static void start_call(struct predict_call *c)
     struct workers_error e;
     d->inflight++;
     c->first_ms = mlr_mono_ms();
-    if (workers_http_start(c->p->w->http, &c->http) != MLR_OK) {
+    if (c->p->w->http == NULL || workers_http_start(c->p->w->http, &c->http) != MLR_OK) {
         fail(&e, 500, "m_l_exception", "Error communicating with remote model: cannot start");
         call_fail(c, &e);
     }

@@ -255,6 +255,8 @@ struct workers_http_req {
     int too_big;                    /* the body passed max_body */
     int private_refused;            /* the address connected to is private and not allowed */
     void *_easy;                    /* private */
+    struct workers_http_req *_prev; /* private: the client's list of transfers in flight */
+    struct workers_http_req *_next;
 };
 
 typedef void (*workers_http_closed_cb)(void *data);
