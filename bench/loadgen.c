@@ -40,13 +40,14 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#define IN_MAX 65536      /* bytes of one response we buffer */
-#define OUT_MAX 2048      /* bytes of one request */
-#define DRAIN_MAX_S 30.0  /* how long in-flight requests may take after the load stops */
+#define IN_MAX 65536     /* bytes of one response we buffer */
+#define OUT_MAX 2048     /* bytes of one request */
+#define DRAIN_MAX_S 30.0 /* how long in-flight requests may take after the load stops */
 
 static double now_s(void)
 {
@@ -112,6 +113,15 @@ static void print_latency(const char *prefix, struct samples *s)
     printf("%s_p99_ms=%.3f\n", prefix, pct_ms(s, 99));
     printf("%s_max_ms=%.3f\n", prefix, s->n ? s->v[s->n - 1] * 1000.0 : 0.0);
     printf("%s_mean_ms=%.3f\n", prefix, s->n ? sum / (double)s->n * 1000.0 : 0.0);
+}
+
+/* CPU seconds this process has used so far (the load generator shares the machine). */
+static double cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ---------------------------------- sockets ---------------------------------- */
@@ -265,16 +275,16 @@ enum { C_CLIENT, C_PROBE };
 
 struct conn {
     int fd;
-    int kind;            /* C_CLIENT or C_PROBE */
-    int busy;            /* a request is in flight */
-    double t_sent;       /* when it was sent */
+    int kind;      /* C_CLIENT or C_PROBE */
+    int busy;      /* a request is in flight */
+    double t_sent; /* when it was sent */
     char out[OUT_MAX];
     size_t outlen;
     char in[IN_MAX];
     size_t inlen;
     /* beanstalk */
-    int step;            /* 0 put, 1 reserve, 2 delete */
-    double t_cycle;      /* when the cycle's put was sent */
+    int step;       /* 0 put, 1 reserve, 2 delete */
+    double t_cycle; /* when the cycle's put was sent */
     char jobid[32];
 };
 
@@ -284,13 +294,13 @@ struct run {
     int ep;
     struct conn *conns;
     double t0, t_end;
-    int stopping;        /* the load time is over: no new requests */
-    int inflight;        /* client connections with a request in flight */
+    int stopping; /* the load time is over: no new requests */
+    int inflight; /* client connections with a request in flight */
     /* http */
     char group[128], connector[128];
     uint64_t seq;
     uint64_t acked, errors, other_status;
-    struct samples lat;  /* submit latency of acknowledged requests */
+    struct samples lat; /* submit latency of acknowledged requests */
     char first_error[512];
     struct conn probe;
     int probe_ms;
@@ -348,10 +358,11 @@ static void http_next(struct run *r, struct conn *c)
 {
     char body[512];
     /* Fixed-width names keep every body the same size. */
-    int n = snprintf(body, sizeof(body),
-                     "{\"name\":\"m%010llu\",\"function_name\":\"remote\",\"model_group_id\":\"%s\","
-                     "\"connector_id\":\"%s\"}",
-                     (unsigned long long)r->seq++, r->group, r->connector);
+    int n =
+        snprintf(body, sizeof(body),
+                 "{\"name\":\"m%010llu\",\"function_name\":\"remote\",\"model_group_id\":\"%s\","
+                 "\"connector_id\":\"%s\"}",
+                 (unsigned long long)r->seq++, r->group, r->connector);
     r->body_bytes = (size_t)n;
     c->outlen = build_post(c->out, sizeof(c->out), "/_plugins/_ml/models/_register", body);
     conn_send(c);
@@ -366,8 +377,7 @@ static void probe_send(struct run *r)
     r->probe_next = c->t_sent + r->probe_ms / 1000.0;
 }
 
-static void http_response(struct run *r, struct conn *c, int status, const char *body,
-                          size_t blen)
+static void http_response(struct run *r, struct conn *c, int status, const char *body, size_t blen)
 {
     double t = now_s();
     c->busy = 0;
@@ -457,6 +467,7 @@ static int run_http(struct run *r, double max_wait)
     printf("acknowledged=%llu\n", (unsigned long long)r->acked);
     printf("refused=%llu\n", (unsigned long long)r->errors);
     printf("ack_rate=%.1f\n", (double)r->acked / load_s);
+    printf("client_cpu_s=%.2f\n", cpu_s());
     print_latency("submit", &r->lat);
     if (r->errors)
         fprintf(stderr, "loadgen: %llu requests not acknowledged, first: %s\n",
@@ -499,8 +510,8 @@ static int run_http(struct run *r, double max_wait)
     printf("e2e_s=%.3f\n", t_done - r->t0);
     printf("e2e_rate=%.1f\n", (double)r->acked / (t_done - r->t0));
     if (completed != (long)r->acked)
-        fprintf(stderr, "loadgen: %ld COMPLETED tasks for %llu acknowledged registers\n",
-                completed, (unsigned long long)r->acked);
+        fprintf(stderr, "loadgen: %ld COMPLETED tasks for %llu acknowledged registers\n", completed,
+                (unsigned long long)r->acked);
     return 0;
 }
 
@@ -610,6 +621,7 @@ static int run_beanstalk(struct run *r)
     printf("duration_s=%.3f\n", el);
     printf("cycles=%llu\n", (unsigned long long)r->cycles);
     printf("cycle_rate=%.1f\n", (double)r->cycles / el);
+    printf("client_cpu_s=%.2f\n", cpu_s());
     print_latency("put", &r->put_lat);
     print_latency("cycle", &r->cycle_lat);
     return r->cycles > 0 ? 0 : 1;
@@ -645,15 +657,32 @@ int main(int argc, char **argv)
     optind = 2;
     while ((opt = getopt(argc, argv, "p:c:d:g:k:i:w:s:")) != -1) {
         switch (opt) {
-        case 'p': r->port = atoi(optarg); break;
-        case 'c': r->nconn = atoi(optarg); break;
-        case 'd': r->duration = atof(optarg); break;
-        case 'g': snprintf(r->group, sizeof(r->group), "%s", optarg); break;
-        case 'k': snprintf(r->connector, sizeof(r->connector), "%s", optarg); break;
-        case 'i': r->probe_ms = atoi(optarg); break;
-        case 'w': max_wait = atof(optarg); break;
-        case 's': r->job_bytes = atoi(optarg); break;
-        default: usage();
+        case 'p':
+            r->port = atoi(optarg);
+            break;
+        case 'c':
+            r->nconn = atoi(optarg);
+            break;
+        case 'd':
+            r->duration = atof(optarg);
+            break;
+        case 'g':
+            snprintf(r->group, sizeof(r->group), "%s", optarg);
+            break;
+        case 'k':
+            snprintf(r->connector, sizeof(r->connector), "%s", optarg);
+            break;
+        case 'i':
+            r->probe_ms = atoi(optarg);
+            break;
+        case 'w':
+            max_wait = atof(optarg);
+            break;
+        case 's':
+            r->job_bytes = atoi(optarg);
+            break;
+        default:
+            usage();
         }
     }
     if (r->port <= 0 || r->nconn <= 0 || r->duration <= 0 || r->job_bytes <= 0 ||

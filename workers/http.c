@@ -31,6 +31,8 @@ struct workers_http {
     uv_loop_t *loop;
     CURLM *multi;
     uv_timer_t timer;          /* libcurl's next timeout */
+    uv_timer_t watchdog;       /* read_timeout checks, every WATCHDOG_MS */
+    int handles;               /* open uv handles (timer, watchdog) */
     int closing;
     int inflight;              /* transfers added and not yet finished */
     struct workers_http_req *active; /* those transfers (for aborting them at close) */
@@ -89,6 +91,7 @@ static int on_prereq(void *data, char *conn_ip, char *local_ip, int conn_port, i
 static size_t on_body(char *p, size_t size, size_t n, void *data)
 {
     struct workers_http_req *r = data;
+    r->_silent_since = mlr_mono_ms();
     if (mlr_buf_append(&r->response, p, size * n) != MLR_OK) {
         r->too_big = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
@@ -101,6 +104,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *data)
 {
     struct workers_http_req *r = data;
     size_t len = size * n;
+    r->_silent_since = mlr_mono_ms();
     static const struct {
         const char *name;
         size_t off;
@@ -226,6 +230,31 @@ static int on_timer(CURLM *multi, long ms, void *userp)
     return 0;
 }
 
+/* ---------------------------------- read timeout ---------------------------------- */
+
+#define WATCHDOG_MS 100
+
+/*
+ * read_timeout is how long an upstream may stay silent (like a socket read timeout). libcurl has
+ * no such option in multi-socket mode (it is not even called while a socket is quiet), so one
+ * timer scans the transfers in flight and fails those silent for longer than their limit.
+ * Every header or body byte received moves the mark. O(transfers) per tick.
+ */
+static void on_watchdog(uv_timer_t *t)
+{
+    struct workers_http *h = t->data;
+    int64_t now = mlr_mono_ms();
+    for (struct workers_http_req *r = h->active, *next; r; r = next) {
+        next = r->_next;
+        if (r->read_timeout_s > 0 && now - r->_silent_since >= r->read_timeout_s * 1000) {
+            r->curl_code = CURLE_OPERATION_TIMEDOUT;
+            snprintf(r->errbuf, sizeof(r->errbuf), "Read timed out after %ld seconds",
+                     r->read_timeout_s);
+            finish(h, r);
+        }
+    }
+}
+
 /* ---------------------------------- API ---------------------------------- */
 
 struct workers_http *workers_http_new(uv_loop_t *loop)
@@ -242,6 +271,10 @@ struct workers_http *workers_http_new(uv_loop_t *loop)
     curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 4096L);
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
+    uv_timer_init(loop, &h->watchdog);
+    h->watchdog.data = h;
+    uv_timer_start(&h->watchdog, on_watchdog, WATCHDOG_MS, WATCHDOG_MS);
+    h->handles = 2;
     return h;
 }
 
@@ -294,6 +327,7 @@ int workers_http_start(struct workers_http *h, struct workers_http_req *r)
     r->errbuf[0] = '\0';
     r->retry_after[0] = r->amzn_error[0] = '\0';
     r->too_big = r->private_refused = 0;
+    r->_silent_since = mlr_mono_ms();
     setup_easy(e, r);
     if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {
         curl_easy_cleanup(e);
@@ -336,6 +370,8 @@ void *workers_http_header_append(void *list, const char *line)
 static void on_timer_closed(uv_handle_t *hd)
 {
     struct workers_http *h = hd->data;
+    if (--h->handles > 0)
+        return;
     curl_multi_cleanup(h->multi);
     workers_http_closed_cb cb = h->closed_cb;
     void *data = h->closed_data;
@@ -357,4 +393,5 @@ void workers_http_close(struct workers_http *h, workers_http_closed_cb cb, void 
     }
     uv_timer_stop(&h->timer);
     uv_close((uv_handle_t *)&h->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&h->watchdog, on_timer_closed);
 }

@@ -429,9 +429,11 @@ static void call_timeouts(struct predict *p, struct predict_call *c)
 {
     struct deployment *d = p->d;
     int64_t max_json = mlr_settings_int(p->settings, MLR_S_MAX_JSON_SIZE);
+    /* read_timeout is how long the upstream may stay silent (like a socket read timeout); the
+     * whole transfer is also bounded, so a slow drip cannot hold a call forever. */
     c->http.connect_timeout_ms = (long)(cc_int(d, "connection_timeout", 30) * 1000);
-    c->http.timeout_ms = (long)(cc_int(d, "read_timeout", 30) * 1000 +
-                                cc_int(d, "connection_timeout", 30) * 1000);
+    c->http.read_timeout_s = (long)cc_int(d, "read_timeout", 30);
+    c->http.timeout_ms = c->http.connect_timeout_ms + c->http.read_timeout_s * 2000;
     c->http.skip_verify = json_object_get_boolean(get(get(d->connector, "client_config"),
                                                       "skip_ssl_verification"));
     c->http.allow_private = mlr_settings_bool(p->settings, MLR_S_PRIVATE_IP_ENABLED);

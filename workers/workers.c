@@ -91,7 +91,9 @@ int workers_start(struct workers *w, struct store *s, const unsigned char *maste
     snprintf(w->node_id, sizeof(w->node_id), "%s", node_id);
     struct queue_runner runner = workers__runner;
     runner.data = w;
-    struct queue_options opts = {.concurrency = w->threads};
+    /* Tasks in flight: far more than threads, so claims and finishes batch well; the pool
+     * itself runs at most UV_THREADPOOL_SIZE of them at a time. */
+    struct queue_options opts = {.concurrency = w->threads * 64, .batch = 256};
     int recovered = 0;
     struct mlr_settings *set = workers_settings_get(w);
     int redeploy = mlr_settings_bool(set, MLR_S_AUTO_REDEPLOY);

@@ -237,6 +237,7 @@ struct workers_http_req {
     size_t body_len;
     long connect_timeout_ms;
     long timeout_ms;                /* whole transfer */
+    long read_timeout_s;            /* longest silence from the upstream, seconds (0 = none) */
     int skip_verify;                /* accept any TLS certificate (connector's choice) */
     int allow_private;              /* connector.private_ip_enabled */
     size_t max_body;                /* response cap in bytes; 0 = none */
@@ -255,6 +256,7 @@ struct workers_http_req {
     int too_big;                    /* the body passed max_body */
     int private_refused;            /* the address connected to is private and not allowed */
     void *_easy;                    /* private */
+    int64_t _silent_since;          /* private: monotonic ms of the last byte received */
     struct workers_http_req *_prev; /* private: the client's list of transfers in flight */
     struct workers_http_req *_next;
 };

@@ -17,6 +17,8 @@ what mlrelay rendered and sent, and answers by path:
   /text                    200 text/plain "plain words"
   /array                   200 JSON array [1,2,3]
   /retry-after/<s>         first request 429 with Retry-After: <s>, then 200
+  /inflight/<ms>           like /slow, counting requests in progress (Upstream.inflight, and the
+                           highest count seen in Upstream.max_inflight)
 Anything else is 404.
 """
 
@@ -141,6 +143,22 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(200, {"ok": True, "attempt": count})
 
+    def _r_inflight(self, parts, body, rec, count):
+        up = self.server.upstream
+        with up.lock:
+            up.inflight += 1
+            up.max_inflight = max(up.max_inflight, up.inflight)
+        try:
+            time.sleep(int(parts[1]) / 1000.0)
+        finally:
+            with up.lock:
+                up.inflight -= 1
+        self._send(200, rec)
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # many concurrent connects must not overflow the accept backlog
+
 
 class Upstream:
     """Starts the mock on 127.0.0.1:<free port> in a background thread."""
@@ -148,8 +166,10 @@ class Upstream:
     def __init__(self):
         self.requests = []
         self.counts = {}
+        self.inflight = 0
+        self.max_inflight = 0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.upstream = self
         self.port = self.server.server_address[1]
