@@ -64,7 +64,6 @@ CREATE INDEX models_connector ON models(connector_id);
 CREATE INDEX models_state ON models(model_state);
 CREATE INDEX models_name ON models(name);
 CREATE INDEX models_created ON models(created_time);
-CREATE INDEX models_updated ON models(last_updated_time);
 CREATE INDEX models_ttl ON models(ttl_deadline_ms) WHERE ttl_deadline_ms IS NOT NULL;
 
 CREATE TABLE tasks (
@@ -84,7 +83,6 @@ CREATE INDEX tasks_state ON tasks(state, task_type);      -- search filters
 CREATE INDEX tasks_model ON tasks(model_id);
 CREATE INDEX tasks_type ON tasks(task_type);
 CREATE INDEX tasks_create ON tasks(create_time);
-CREATE INDEX tasks_updated ON tasks(last_update_time);
 
 CREATE TABLE users (
     name          TEXT PRIMARY KEY,

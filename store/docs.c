@@ -120,6 +120,16 @@ const char *store__kind_table(enum store_kind kind)
 /* Hands out the next _seq_no. */
 static int next_seq(struct store__conn *c, int64_t *out)
 {
+    return store__seq_next(c, out);
+}
+
+int store__seq_next(struct store__conn *c, int64_t *out)
+{
+    if (c->seq_batched) {
+        *out = ++c->seq;
+        c->seq_dirty = 1;
+        return MLR_OK;
+    }
     sqlite3_stmt *st = NULL;
     int rc = store__stmt(c, "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
                             "WHERE key = 'seq_no' RETURNING CAST(value AS INTEGER)", &st);
@@ -528,19 +538,25 @@ static int register_group(struct store__conn *c, struct register_op *r)
         if (rc != MLR_OK)
             return rc;
     }
-    struct json_object *gdoc = NULL;
-    char *unused = NULL;
-    int rc = store__doc_load(c, STORE_MODEL_GROUP, r->used_group, &gdoc, &unused, NULL);
-    free(unused);
-    if (rc == MLR_ENOTFOUND)
-        mlr_buf_puts(&r->d.detail, "group");
+    /* One statement, no JSON round trip through C: SET expressions see the old row, so
+     * latest_version + 1 is the new version in both the column and the document. */
+    sqlite3_stmt *st = NULL;
+    int64_t seq = 0;
+    int rc = next_seq(c, &seq);
+    if (rc == MLR_OK)
+        rc = store__stmt(c, "UPDATE model_groups SET latest_version = latest_version + 1, "
+                            "last_updated_time = ?1, version = version + 1, seq_no = ?2, "
+                            "doc = json_set(doc, '$.latest_version', latest_version + 1, "
+                            "'$.last_updated_time', ?1) WHERE id = ?3 RETURNING latest_version",
+                         &st);
     if (rc != MLR_OK)
         return rc;
-    latest = json_object_get_int64(json_object_object_get(gdoc, "latest_version")) + 1;
-    json_object_object_add(gdoc, "latest_version", json_object_new_int64(latest));
-    json_object_object_add(gdoc, "last_updated_time", json_object_new_int64(now));
-    rc = store__doc_write(c, STORE_MODEL_GROUP, r->used_group, gdoc, NULL, NULL, NULL);
-    json_object_put(gdoc);
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 2, seq);
+    sqlite3_bind_text(st, 3, r->used_group, -1, SQLITE_TRANSIENT);
+    rc = store__step_int(st, &latest);
+    if (rc == MLR_ENOTFOUND)
+        mlr_buf_puts(&r->d.detail, "group");
     snprintf(r->model_version, sizeof(r->model_version), "%lld", (long long)latest);
     return rc;
 }

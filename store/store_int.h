@@ -31,7 +31,7 @@ int store__migrate(sqlite3 *db, const struct store__migration *list, size_t n, c
 int store__err(int rc);
 
 /* A cached prepared statement, keyed by the address of its static SQL text. */
-#define STORE_STMT_CACHE 32
+#define STORE_STMT_CACHE 128
 struct store__conn {
     sqlite3 *db;
     struct {
@@ -39,7 +39,13 @@ struct store__conn {
         sqlite3_stmt *st;
     } cache[STORE_STMT_CACHE];
     int ncache;            /* used entries of cache */
+    int64_t seq;           /* writer: last _seq_no handed out in this transaction */
+    int seq_batched;       /* writer: seq is loaded; store it at commit */
+    int seq_dirty;         /* writer: seq moved since it was loaded */
 };
+
+/* Hands out the next _seq_no on @c (from memory inside a writer batch, else from the row). */
+int store__seq_next(struct store__conn *c, int64_t *out);
 
 /* Returns the cached statement for @sql (reset, bindings cleared), preparing it on first use. */
 int store__stmt(struct store__conn *c, const char *sql, sqlite3_stmt **out);

@@ -60,41 +60,42 @@ struct claim_op {
     int n;
 };
 
-/* Marks one candidate RUNNING with a lease and records it in @o. */
+/* Marks one candidate RUNNING with a lease and records it in @o. One statement edits the
+ * document in place (json_set) and returns what the worker needs. */
 static int claim_one(struct store__conn *c, struct claim_op *o, const char *id)
 {
-    struct json_object *doc = NULL;
-    char *cred = NULL;
-    int rc = store__doc_load(c, STORE_TASK, id, &doc, &cred, NULL);
-    free(cred);
+    sqlite3_stmt *st = NULL;
+    int64_t seq = 0, now = mlr_now_ms();
+    int rc = store__seq_next(c, &seq);
+    if (rc == MLR_OK)
+        rc = store__stmt(c, "UPDATE tasks SET state = 'RUNNING', lease_until_ms = ?1, "
+                            "last_update_time = ?2, version = version + 1, seq_no = ?3, "
+                            "doc = json_set(doc, '$.state', 'RUNNING', '$.last_update_time', ?2) "
+                            "WHERE id = ?4 RETURNING doc, task_type, model_id", &st);
     if (rc != MLR_OK)
         return rc;
-    set_state(doc, "RUNNING", mlr_now_ms());
-    rc = store__doc_write(c, STORE_TASK, id, doc, NULL, NULL, NULL);
-    sqlite3_stmt *st = NULL;
-    if (rc == MLR_OK)
-        rc = store__stmt(c, "UPDATE tasks SET lease_until_ms = ? WHERE id = ?", &st);
-    if (rc == MLR_OK) {
-        sqlite3_bind_int64(st, 1, o->lease_until);
-        sqlite3_bind_text(st, 2, id, -1, SQLITE_TRANSIENT);
-        rc = store__err(sqlite3_step(st));
+    sqlite3_bind_int64(st, 1, o->lease_until);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, seq);
+    sqlite3_bind_text(st, 4, id, -1, SQLITE_TRANSIENT);
+    int step = sqlite3_step(st);
+    if (step != SQLITE_ROW) {
         sqlite3_reset(st);
-    }
-    if (rc != MLR_OK) {
-        json_object_put(doc);
-        return rc;
+        return step == SQLITE_DONE ? MLR_OK : store__err(step); /* gone meanwhile: skip it */
     }
     struct store_task *t = &o->tasks[o->n];
     char **s = &o->strings[o->n * 3];
+    const unsigned char *model = sqlite3_column_text(st, 2);
+    t->doc = json_tokener_parse((const char *)sqlite3_column_text(st, 0));
     s[0] = mlr_xstrdup(id);
-    s[1] = mlr_xstrdup(str_member(doc, "task_type") ? str_member(doc, "task_type") : "");
-    s[2] = str_member(doc, "model_id") ? mlr_xstrdup(str_member(doc, "model_id")) : NULL;
+    s[1] = mlr_xstrdup(sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "");
+    s[2] = model ? mlr_xstrdup((const char *)model) : NULL;
+    sqlite3_reset(st);
     t->id = s[0];
     t->task_type = s[1];
     t->model_id = s[2];
-    t->doc = doc;
     o->n++;
-    return MLR_OK;
+    return t->doc ? MLR_OK : MLR_ECORRUPT;
 }
 
 /* Appends up to @max - *n ids selected by @sql (?1 = limit, ?2 = now) to @ids. */
@@ -222,9 +223,43 @@ static int finish_model(struct store__conn *c, const struct store_task_result *r
     return rc;
 }
 
+/* The common outcome (state and optional error, no other task members) in one statement. */
+static int finish_fast(struct store__conn *c, const struct store_task_result *r, int64_t now,
+                       int *applied)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t seq = 0;
+    int rc = store__seq_next(c, &seq);
+    if (rc == MLR_OK)
+        rc = store__stmt(c, "UPDATE tasks SET state = ?1, last_update_time = ?2, "
+                            "version = version + 1, seq_no = ?3, lease_until_ms = NULL, "
+                            "doc = CASE WHEN ?5 IS NULL THEN json_set(doc, '$.state', ?1, "
+                            "'$.last_update_time', ?2) ELSE json_set(doc, '$.state', ?1, "
+                            "'$.last_update_time', ?2, '$.error', ?5) END "
+                            "WHERE id = ?4 AND state = 'RUNNING'", &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, r->state, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, seq);
+    sqlite3_bind_text(st, 4, r->id, -1, SQLITE_TRANSIENT);
+    if (r->error)
+        sqlite3_bind_text(st, 5, r->error, -1, SQLITE_TRANSIENT);
+    rc = store__err(sqlite3_step(st));
+    *applied = rc == MLR_OK && sqlite3_changes(c->db) > 0;
+    sqlite3_reset(st);
+    return rc;
+}
+
 static int finish_one(struct store__conn *c, const struct store_task_result *r, int64_t now,
                       int *applied)
 {
+    if (r->task_fields == NULL) {
+        int rc = finish_fast(c, r, now, applied);
+        if (rc == MLR_OK && *applied && r->model_id)
+            rc = finish_model(c, r, now, applied);
+        return rc;
+    }
     struct json_object *doc = NULL;
     char *cred = NULL;
     int rc = store__doc_load(c, STORE_TASK, r->id, &doc, &cred, NULL);
