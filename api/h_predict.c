@@ -16,6 +16,39 @@ static void on_predicted(struct json_object *response, const struct workers_erro
         api_send_json(req, 200, json_object_get(response));
 }
 
+static void on_async_stored(const struct store_write_result *r, void *data)
+{
+    struct api_req *req = data;
+    if (r->status != MLR_OK) {
+        api_send_errorf(req, api_status_from_err(r->status), "exception",
+                        "failed to store the task: %s", mlr_strerror(r->status));
+        return;
+    }
+    workers_kick(req->ctx->workers);
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "task_id", json_object_new_string(r->id));
+    json_object_object_add(o, "status", json_object_new_string("CREATED"));
+    api_send_json(req, 200, o);
+}
+
+/* `?async=true`: a PREDICTION task carrying the body, answered once it is committed. */
+static void predict_async(struct api_req *req, const char *id)
+{
+    char task_id[MLR_ID_LEN + 1];
+    if (mlr_id_new(task_id) != MLR_OK) {
+        api_send_error(req, 500, "exception", "cannot generate an id");
+        return;
+    }
+    struct json_object *task = queue_task_doc_new(QUEUE_TASK_PREDICTION, id, QUEUE_STATE_CREATED,
+                                                  req->ctx->node_id, 1, mlr_now_ms());
+    const char *input = json_object_to_json_string_ext(req->json, JSON_C_TO_STRING_PLAIN);
+    int rc = store_doc_insert(req->ctx->store, STORE_TASK, task_id, task, input, on_async_stored,
+                              req);
+    json_object_put(task);
+    if (rc != MLR_OK)
+        api_send_errorf(req, 500, "exception", "failed to store the task: %s", mlr_strerror(rc));
+}
+
 static void predict(struct api_req *req, const char *id)
 {
     if (id == NULL) {
@@ -23,8 +56,7 @@ static void predict(struct api_req *req, const char *id)
         return;
     }
     if (api_query_bool(req, "async")) {
-        api_send_error(req, 400, "illegal_argument_exception",
-                       "asynchronous predict (?async=true) is not available in this version");
+        predict_async(req, id);
         return;
     }
     workers_predict(req->ctx->workers, id, req->json, on_predicted, req);

@@ -74,6 +74,7 @@ CREATE TABLE tasks (
     create_time      INTEGER NOT NULL,
     last_update_time INTEGER NOT NULL,
     lease_until_ms   INTEGER,                 -- RUNNING: the claim expires then
+    input            TEXT,                    -- the task's input (async predict body), not shown
     version          INTEGER NOT NULL DEFAULT 1,
     seq_no           INTEGER NOT NULL DEFAULT 0,
     doc              TEXT NOT NULL

@@ -126,6 +126,7 @@ static void expire_waiters(struct queue *q, int64_t now)
 static void job_free(struct queue_job *j)
 {
     json_object_put(j->doc);
+    free(j->input);
     json_object_put(j->model_fields);
     json_object_put(j->task_fields);
     free(j->error);
@@ -149,6 +150,16 @@ static void work_run(uv_work_t *w)
     j->_q->runner.run(j, j->_q->runner.data);
 }
 
+void queue_job_done(struct queue_job *j)
+{
+    struct queue *q = j->_q;
+    j->_done = 1;
+    unlink_running(q, j);
+    j->_next = q->ready;
+    q->ready = j;
+    flush(q);
+}
+
 static void work_after(uv_work_t *w, int status)
 {
     struct queue_job *j = container_of(w, struct queue_job, _work);
@@ -169,6 +180,7 @@ static struct queue_job *job_new(struct queue *q, struct store_task *t)
     snprintf(j->model_id, sizeof(j->model_id), "%s", t->model_id ? t->model_id : "");
     j->doc = t->doc;
     t->doc = NULL; /* the job owns the document now */
+    j->input = t->input ? mlr_xstrdup(t->input) : NULL;
     j->state = QUEUE_STATE_COMPLETED;
     if (queue_task_type_parse(t->task_type, &j->type) != MLR_OK) {
         j->state = QUEUE_STATE_FAILED;
@@ -189,6 +201,8 @@ static void start_job(struct queue *q, struct queue_job *j)
     }
     j->_next = q->running;
     q->running = j;
+    if (q->runner.start && q->runner.start(j, q->runner.data))
+        return; /* runs on the loop; queue_job_done() follows */
     if (uv_queue_work(q->loop, &j->_work, work_run, work_after) != 0) {
         unlink_running(q, j);
         j->state = QUEUE_STATE_FAILED;

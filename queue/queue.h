@@ -87,6 +87,7 @@ struct queue_job {
     enum queue_task_type type;          /* parsed task_type */
     char model_id[STORE_ID_MAX + 1];    /* "" when the task has none */
     struct json_object *doc;            /* the task document as claimed (state RUNNING) */
+    char *input;                        /* the task's input (side data), or NULL */
     /* The outcome, written by the runner's run(): */
     enum queue_task_state state;        /* final state; COMPLETED unless run() says otherwise */
     char *error;                        /* heap "error" text, or NULL */
@@ -110,6 +111,12 @@ struct queue_job {
 struct queue_runner {
     /** Thread-pool thread: executes @job and sets its outcome. Must be idempotent. */
     void (*run)(struct queue_job *job, void *data);
+    /**
+     * Optional, loop thread: takes @job to run it on the loop itself (work that waits on the
+     * network, like a predict) and returns 1; it then calls queue_job_done() exactly once.
+     * Returns 0 to have run() execute it on the pool instead.
+     */
+    int (*start)(struct queue_job *job, void *data);
     /** Loop thread: the outcome was written (@status MLR_OK) or could not be; release payload. */
     void (*committed)(struct queue_job *job, int status, void *data);
     /** Loop thread: current task timeout and retention, in ms (read every tick). */
@@ -145,6 +152,9 @@ typedef void (*queue_wait_cb)(const char *task_id, const char *state, void *data
 /** Calls @cb once task @task_id reaches a final state through this queue, or after @timeout_ms. */
 void queue_wait(struct queue *q, const char *task_id, int64_t timeout_ms, queue_wait_cb cb,
                 void *data);
+
+/** Loop thread: a job taken by the runner's start() has its outcome set and is done. */
+void queue_job_done(struct queue_job *job);
 
 /** Tasks claimed and not yet finished (for stats and tests). */
 int queue_inflight(const struct queue *q);

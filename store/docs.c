@@ -1,8 +1,9 @@
 /*
  * docs.c — documents: model groups, connectors, models and tasks.
  *
- * A row holds the JSON document clients see, the encrypted credential beside it (connectors and
- * models with inline connectors), and columns derived from the document for indexed filtering
+ * A row holds the JSON document clients see, side data beside it that is never shown (the
+ * encrypted credential of connectors and inline connectors; a task's input, such as an async
+ * predict's request body), and columns derived from the document for indexed filtering
  * and sorting. The document is the source of truth; the columns are recomputed on every write
  * from the table below, so they can never disagree with it.
  *
@@ -94,12 +95,12 @@ static const struct kind_desc kinds[STORE__KINDS] = {
     },
     [STORE_TASK] = {
         "tasks", ".plugins-ml-task", task_cols, N(task_cols),
-        "INSERT INTO tasks(id, version, seq_no, doc, task_type, state, model_id, create_time, "
-        "last_update_time) VALUES(?1, ?2, ?3, ?4, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO tasks(id, version, seq_no, doc, input, task_type, state, model_id, "
+        "create_time, last_update_time) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         "UPDATE tasks SET version = version + 1, seq_no = ?1, doc = ?2, task_type = ?4, "
         "state = ?5, model_id = ?6, create_time = ?7, last_update_time = ?8 WHERE id = ?9 "
         "RETURNING version",
-        "SELECT doc, version, seq_no, NULL FROM tasks WHERE id = ?",
+        "SELECT doc, version, seq_no, input FROM tasks WHERE id = ?",
         "DELETE FROM tasks WHERE id = ? RETURNING version",
         "SELECT EXISTS(SELECT 1 FROM tasks)",
     },

@@ -141,8 +141,10 @@ struct store_doc {
 typedef void (*store_doc_cb)(int status, struct store_doc *d, void *data);
 
 /**
- * Inserts a new document @doc (copied) with id @id (copied) and, for connectors, the encrypted
- * credential map @credential (JSON text, may be NULL). Derived columns are read from the document.
+ * Inserts a new document @doc (copied) with id @id (copied) and its side data @credential (may be
+ * NULL; copied): for connectors and models the encrypted credential map (JSON text), for tasks
+ * the task's input (an async predict's request body). Side data is never part of the document.
+ * Derived columns are read from the document.
  * Errors: MLR_EEXIST (the id is taken); model groups: MLR_ECONFLICT when the name is taken (the
  * holder's id in r->id).
  */
@@ -223,6 +225,7 @@ struct store_task {
     const char *model_id;        /* may be NULL */
     struct json_object *doc;     /* the task document (state already RUNNING); callback may
                                   * take it by setting it to NULL */
+    const char *input;           /* the task's input (side data), or NULL */
 };
 typedef void (*store_claim_cb)(int status, struct store_task *tasks, int n, void *data);
 

@@ -56,7 +56,7 @@ struct claim_op {
     store_claim_cb cb;
     void *data;
     struct store_task *tasks;   /* claimed, filled on the writer thread */
-    char **strings;             /* owned id/type/model strings, 3 per task */
+    char **strings;             /* owned id/type/model/input strings, 4 per task */
     int n;
 };
 
@@ -71,7 +71,7 @@ static int claim_one(struct store__conn *c, struct claim_op *o, const char *id)
         rc = store__stmt(c, "UPDATE tasks SET state = 'RUNNING', lease_until_ms = ?1, "
                             "last_update_time = ?2, version = version + 1, seq_no = ?3, "
                             "doc = json_set(doc, '$.state', 'RUNNING', '$.last_update_time', ?2) "
-                            "WHERE id = ?4 RETURNING doc, task_type, model_id", &st);
+                            "WHERE id = ?4 RETURNING doc, task_type, model_id, input", &st);
     if (rc != MLR_OK)
         return rc;
     sqlite3_bind_int64(st, 1, o->lease_until);
@@ -84,8 +84,11 @@ static int claim_one(struct store__conn *c, struct claim_op *o, const char *id)
         return step == SQLITE_DONE ? MLR_OK : store__err(step); /* gone meanwhile: skip it */
     }
     struct store_task *t = &o->tasks[o->n];
-    char **s = &o->strings[o->n * 3];
+    char **s = &o->strings[o->n * 4];
     const unsigned char *model = sqlite3_column_text(st, 2);
+    const unsigned char *input = sqlite3_column_text(st, 3);
+    s[3] = input ? mlr_xstrdup((const char *)input) : NULL;
+    t->input = s[3];
     t->doc = json_tokener_parse((const char *)sqlite3_column_text(st, 0));
     s[0] = mlr_xstrdup(id);
     s[1] = mlr_xstrdup(sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "");
@@ -137,9 +140,8 @@ static void claim_free(struct claim_op *o)
 {
     for (int i = 0; i < o->n; i++) {
         json_object_put(o->tasks[i].doc);
-        free(o->strings[i * 3]);
-        free(o->strings[i * 3 + 1]);
-        free(o->strings[i * 3 + 2]);
+        for (int k = 0; k < 4; k++)
+            free(o->strings[i * 4 + k]);
     }
     free(o->tasks);
     free(o->strings);
@@ -166,7 +168,7 @@ int store_task_claim(struct store *s, int max, int64_t now_ms, int64_t lease_unt
     o->cb = cb;
     o->data = data;
     o->tasks = mlr_xcalloc((size_t)o->max, sizeof(*o->tasks));
-    o->strings = mlr_xcalloc((size_t)o->max * 3, sizeof(char *));
+    o->strings = mlr_xcalloc((size_t)o->max * 4, sizeof(char *));
     int rc = store__submit(s, &o->op);
     if (rc != MLR_OK)
         claim_free(o);

@@ -318,7 +318,12 @@ static void runner_limits(void *data, int64_t *timeout_ms, int64_t *retention_ms
     mlr_settings_unref(s);
 }
 
-const struct queue_runner workers__runner = {runner_run, runner_committed, runner_limits, NULL};
+const struct queue_runner workers__runner = {
+    .run = runner_run,
+    .start = workers__runner_start,
+    .committed = runner_committed,
+    .limits = runner_limits,
+};
 
 /* ---------------------------------- start-up redeploy ---------------------------------- */
 

@@ -760,3 +760,47 @@ void workers_predict(struct workers *w, const char *model_id, struct json_object
         autodeploy_done(a, &e);
     }
 }
+
+/* ---------------------------------- async predict (spec §7) ---------------------------------- */
+
+/*
+ * `_predict?async=true` stores a PREDICTION task whose input is the request body. The queue hands
+ * it to this hook on the loop thread (a predict waits on the network, not on a CPU), and the
+ * finished task document carries "response": exactly the body a synchronous predict would have
+ * returned, or on failure "error" plus "response": {"status": <the status it would have had>}.
+ */
+static void on_async_predicted(struct json_object *response, const struct workers_error *e,
+                               void *data)
+{
+    struct queue_job *job = data;
+    struct json_object *fields = json_object_new_object();
+    if (e) {
+        struct json_object *r = json_object_new_object();
+        json_object_object_add(r, "status", json_object_new_int(e->status));
+        json_object_object_add(fields, "response", r); /* consumes r */
+        job->state = QUEUE_STATE_FAILED;
+        job->error = mlr_xstrdup(e->reason);
+    } else {
+        json_object_object_add(fields, "response", json_object_get(response));
+    }
+    job->task_fields = fields;
+    queue_job_done(job);
+}
+
+int workers__runner_start(struct queue_job *job, void *data)
+{
+    struct workers *w = data;
+    if (job->type != QUEUE_TASK_PREDICTION)
+        return 0;
+    struct json_object *body = job->input ? json_tokener_parse(job->input) : NULL;
+    if (body == NULL || !json_object_is_type(body, json_type_object)) {
+        struct workers_error e;
+        fail(&e, 400, IAE, "the task's input is missing or unreadable");
+        json_object_put(body);
+        on_async_predicted(NULL, &e, job);
+        return 1;
+    }
+    workers_predict(w, job->model_id, body, on_async_predicted, job);
+    json_object_put(body);
+    return 1;
+}

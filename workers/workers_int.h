@@ -30,6 +30,9 @@ struct workers {
 
 struct autodeploy;
 
+/* The queue's loop-side start hook: takes PREDICTION tasks (async predict, predict.c). */
+int workers__runner_start(struct queue_job *job, void *data);
+
 /* Runs a predict on deployment @d (predict.c). */
 void workers__predict_run(struct workers *w, struct deployment *d, struct json_object *body,
                           workers_predict_cb cb, void *data);

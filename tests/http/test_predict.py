@@ -836,3 +836,68 @@ def test_credentials_never_leak(h):
         if os.path.isfile(path):
             with open(path, "rb") as f:
                 assert secret.encode() not in f.read(), path
+
+
+# -- async predict (spec §7) -------------------------------------------------------------------
+
+def wait_final(s, tid, timeout=5.0):
+    """The task once it is in a final state (any), within @timeout seconds."""
+    deadline = time.time() + timeout
+    while True:
+        r = s.get(ML + "/tasks/" + tid)
+        assert r.status == 200, r
+        if r.json.get("state") in FINAL:
+            return r.json
+        assert time.time() < deadline, r.json
+        time.sleep(0.02)
+
+
+def async_predict(s, mid, params):
+    r = s.post(ML + "/models/%s/_predict?async=true" % mid, {"parameters": params})
+    assert r.status == 200, r
+    assert set(r.json) == {"task_id", "status"} and r.json["status"] == "CREATED", r
+    return r.json["task_id"]
+
+
+def test_async_predict_response_equals_sync(h):
+    with relay(h) as (s, up):
+        mid = model_for(s, up, "v1/chat/completions")
+        params = {"messages": [{"role": "user", "content": "same \"answer\""}]}
+        sync = predict_ok(s, mid, params)
+        task = wait_task(s, async_predict(s, mid, params))
+        assert task["state"] == "COMPLETED", task
+        assert task["task_type"] == "PREDICTION" and task["is_async"] is True, task
+        assert task["function_name"] == "REMOTE" and task["model_id"] == mid, task
+        assert task["response"] == sync, (task, sync)
+        assert "error" not in task, task
+
+
+def test_async_predict_failure_carries_status(h):
+    with relay(h) as (s, up):
+        mid = model_for(s, up, "status/429")
+        task = wait_final(s, async_predict(s, mid, {"messages": []}))
+        assert task["state"] == "FAILED", task
+        assert task["error"] == 'Error from remote service: {"message": "status 429"}', task
+        assert task["response"] == {"status": 429}, task
+
+
+def test_async_predict_unknown_model_fails_with_404(h):
+    with relay(h) as (s, up):
+        task = wait_final(s, async_predict(s, "nosuchmodel", {"messages": []}))
+        assert task["state"] == "FAILED", task
+        assert task["response"] == {"status": 404}, task
+        assert task["error"] == "Failed to find model", task
+
+
+def test_async_predicts_survive_kill9(h):  # slow
+    """Acknowledged async predicts run after a crash: each task ends COMPLETED with a response."""
+    with relay(h) as (s, up):
+        mid = model_for(s, up, "slow/300")
+        deploy(s, mid)
+        tids = [async_predict(s, mid, {"messages": [{"role": "user", "content": str(i)}]})
+                for i in range(30)]
+        s.kill9()
+        s.start()
+        done = [wait_task(s, t, timeout=15) for t in tids]
+        assert all(t["state"] == "COMPLETED" for t in done), done
+        assert all(t["response"]["inference_results"][0]["status_code"] == 200 for t in done)

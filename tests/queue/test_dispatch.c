@@ -101,7 +101,7 @@ static int teardown(void **state)
 
 static void open_queue(struct fixture *f, int concurrency)
 {
-    struct queue_runner r = {fake_run, fake_committed, fake_limits, f};
+    struct queue_runner r = {.run = fake_run, .committed = fake_committed, .limits = fake_limits, .data = f};
     struct queue_options o = {.concurrency = concurrency, .batch = 16, .tick_ms = 50};
     assert_int_equal(queue_open(&f->loop, f->store, &o, &r, &f->queue), MLR_OK);
     int recovered = -1;
@@ -241,7 +241,7 @@ static void expired_lease_is_reclaimed(void **state)
              (long long)(mlr_now_ms() - 1000));
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-    struct queue_runner r = {fake_run, fake_committed, fake_limits, f};
+    struct queue_runner r = {.run = fake_run, .committed = fake_committed, .limits = fake_limits, .data = f};
     struct queue_options o = {.concurrency = 2, .tick_ms = 50};
     assert_int_equal(queue_open(&f->loop, f->store, &o, &r, &f->queue), MLR_OK);
     /* No start-up recovery here (that would reset it anyway): a claim must take it. */
@@ -262,7 +262,7 @@ static void recovery_reruns_running_tasks(void **state)
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
-    struct queue_runner r = {fake_run, fake_committed, fake_limits, f};
+    struct queue_runner r = {.run = fake_run, .committed = fake_committed, .limits = fake_limits, .data = f};
     assert_int_equal(queue_open(&f->loop, f->store, NULL, &r, &f->queue), MLR_OK);
     int recovered = 0;
     assert_int_equal(queue_start(f->queue, &recovered), MLR_OK);
