@@ -124,19 +124,7 @@ int workers_function_known(const char *name, int post)
 /* ---------------------------------- checks ---------------------------------- */
 
 /* An error that the API returns as 400 illegal_argument_exception with @msg. */
-static int fail(struct workers_error *e, const char *type, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(struct workers_error *e, const char *type, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
-    va_end(ap);
-    e->status = 400;
-    e->type = type;
-    return MLR_EINVAL;
-}
+#define fail(e, type, ...) workers_error_set((e), 400, (type), __VA_ARGS__)
 
 #define IAE "illegal_argument_exception"
 

@@ -19,19 +19,7 @@
 
 #define IAE "illegal_argument_exception"
 
-static int fail(struct workers_error *e, int status, const char *type, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(struct workers_error *e, int status, const char *type, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
-    va_end(ap);
-    e->status = status;
-    e->type = type;
-    return MLR_EINVAL;
-}
+#define fail workers_error_set
 
 static struct json_object *get(struct json_object *o, const char *key)
 {

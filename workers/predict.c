@@ -75,19 +75,7 @@ static int64_t cc_int(struct deployment *d, const char *k, int64_t def)
     return v ? json_object_get_int64(v) : def;
 }
 
-static int fail(struct workers_error *e, int status, const char *type, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(struct workers_error *e, int status, const char *type, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
-    va_end(ap);
-    e->status = status;
-    e->type = type;
-    return MLR_EINVAL;
-}
+#define fail workers_error_set
 
 /* The connector's predict action (first action of type PREDICT), or NULL. */
 static struct json_object *predict_action(struct json_object *connector)

@@ -65,10 +65,8 @@ static int fail(struct workers_error *e, int status, const char *type, int rc, c
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
+    workers_error_vset(e, status, type, fmt, ap);
     va_end(ap);
-    e->status = status;
-    e->type = type;
     return rc;
 }
 

@@ -82,19 +82,7 @@ struct render {
 /* ---------------------------------- errors ---------------------------------- */
 
 /* Fills @e as a 400 illegal_argument_exception and returns MLR_EINVAL. */
-static int fail(struct workers_error *e, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int fail(struct workers_error *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
-    va_end(ap);
-    e->status = 400;
-    e->type = IAE;
-    return MLR_EINVAL;
-}
+#define fail(e, ...) workers_error_set((e), 400, IAE, __VA_ARGS__)
 
 static int size_error(struct render *r)
 {

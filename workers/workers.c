@@ -171,3 +171,21 @@ const char *workers_node_id(const struct workers *w)
 {
     return w->node_id;
 }
+
+int workers_error_vset(struct workers_error *e, int status, const char *type, const char *fmt,
+                       va_list ap)
+{
+    vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
+    e->status = status;
+    e->type = type;
+    return MLR_EINVAL;
+}
+
+int workers_error_set(struct workers_error *e, int status, const char *type, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    workers_error_vset(e, status, type, fmt, ap);
+    va_end(ap);
+    return MLR_EINVAL;
+}

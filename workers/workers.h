@@ -65,6 +65,13 @@ struct workers_error {
     char reason[1024];   /* exact ML Commons wording where it has one */
 };
 
+/** Fills @e (reason printf-style) and returns MLR_EINVAL, for `return workers_error_set(...)`. */
+int workers_error_set(struct workers_error *e, int status, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/** va_list form of workers_error_set(). */
+int workers_error_vset(struct workers_error *e, int status, const char *type, const char *fmt,
+                       va_list ap) __attribute__((format(printf, 4, 0)));
+
 /**
  * Converts a parameter value to its stored string form as ML Commons does: strings as-is,
  * numbers in Java's notation (0.0001 -> "1.0E-4"), objects/arrays/booleans as compact JSON,

@@ -73,8 +73,10 @@ class Server:
         self.port = None
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
-        threading.Thread(target=self._pump, args=(self.proc.stderr,), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+        self._pumps = [threading.Thread(target=self._pump, args=(stream,), daemon=True)
+                       for stream in (self.proc.stderr, self.proc.stdout)]
+        for t in self._pumps:
+            t.start()
         if wait:
             self.wait_listening()
         return self
@@ -106,14 +108,22 @@ class Server:
 
     def wait_exit(self, timeout=15):
         try:
-            return self.proc.wait(timeout=timeout)
+            code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError("mlrelay did not exit within %ss:\n%s" % (timeout, self.log()))
+        self._drain()
+        return code
+
+    def _drain(self):
+        """Waits until everything the exited process wrote has been read into the log."""
+        for t in getattr(self, "_pumps", []):
+            t.join(timeout=5)
 
     def kill9(self):
         self.close_conn()
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        self._drain()
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         """Sends @sig and returns the exit code."""
@@ -286,7 +296,7 @@ class Harness:
                     code = "hung"
                 if code != 0:
                     problems.append("server %s did not stop cleanly (exit %s)" % (s.data_dir, code))
-            time.sleep(0.05)  # let the pump threads collect the last lines
+            s._drain()  # every line the process wrote is in the log before we scan it
             text = s.log()
             for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:",
                            "ThreadSanitizer", "UndefinedBehaviorSanitizer"):
