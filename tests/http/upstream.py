@@ -163,13 +163,13 @@ class _Server(ThreadingHTTPServer):
 class Upstream:
     """Starts the mock on 127.0.0.1:<free port> in a background thread."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.requests = []
         self.counts = {}
         self.inflight = 0
         self.max_inflight = 0
         self.lock = threading.Lock()
-        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.daemon_threads = True
         self.server.upstream = self
         self.port = self.server.server_address[1]
@@ -191,3 +191,11 @@ class Upstream:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":
+    # A stand-alone mock model for trying mlrelay by hand: python3 tests/http/upstream.py 8080
+    import sys
+    mock = Upstream(int(sys.argv[1]) if len(sys.argv) > 1 else 8080)
+    print("mock model listening on %s" % mock.endpoint, flush=True)
+    mock.thread.join()
