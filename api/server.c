@@ -123,7 +123,7 @@ static int bind_listener(struct api_server *srv, char *err, size_t errlen)
     }
     rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&addr, 0);
     if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->listener, 1024, on_connection);
+        rc = uv_listen((uv_stream_t *)&srv->listener, 4096, on_connection); /* bursts of connects */
     if (rc != 0) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s", srv->cfg->listen_host,
                  srv->cfg->listen_port, uv_strerror(rc));

@@ -11,8 +11,9 @@
  *       of BODY_FILE, DELAY_MS after the request arrived whole. One thread, epoll; the waiting
  *       requests sit in a FIFO (the delay is the same for all, so arrival order is due order), so
  *       tens of thousands of connections cost a few hundred bytes each. On SIGTERM/SIGINT it
- *       prints `requests=`, `accepted=` and `max_open=` (the most connections open at once) and
- *       exits 0.
+ *       prints `requests=`, `accepted=`, `max_open=` (the most connections open at once) and the
+ *       CLOCK_MONOTONIC times the first and the last request arrived (`first_req_mono=`,
+ *       `last_req_mono=`), and exits 0. SIGUSR1 starts the request count and times afresh.
  *
  *   predict_load burst -p PORT -u PATH -b BODY [-n N] [-c PACE] [-s SETTLE_MS] [-t TIMEOUT_S]
  *       N concurrent requests fired at once: N connections are opened to 127.0.0.1:PORT (at most
@@ -84,11 +85,6 @@ static long raise_nofile(void)
     return (long)rl.rlim_cur;
 }
 
-static void set_nonblock(int fd)
-{
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
-
 static void set_nodelay(int fd)
 {
     int one = 1;
@@ -148,12 +144,14 @@ struct uconn {
     char *in;
 };
 
-static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_stop, g_reset;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    g_stop = 1;
+    if (sig == SIGUSR1)
+        g_reset = 1;
+    else
+        g_stop = 1;
 }
 
 struct upstream {
@@ -163,6 +161,7 @@ struct upstream {
     double delay;
     struct uconn *head, *tail;
     long requests, accepted, open, max_open;
+    double first_req, last_req; /* CLOCK_MONOTONIC of the first and last request arrival */
 };
 
 static void uconn_close(struct upstream *u, struct uconn *c)
@@ -214,7 +213,11 @@ static int uconn_parse(struct upstream *u, struct uconn *c)
     c->inlen -= c->need;
     c->need = 0;
     u->requests++;
-    c->due = now_s() + u->delay;
+    double t = now_s();
+    if (u->first_req == 0)
+        u->first_req = t;
+    u->last_req = t;
+    c->due = t + u->delay;
     c->waiting = 1;
     c->next = NULL;
     if (u->tail)
@@ -321,6 +324,7 @@ static int upstream_main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
 
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
@@ -350,6 +354,11 @@ static int upstream_main(int argc, char **argv)
         int n = epoll_wait(u.ep, evs, 1024, timeout);
         if (n < 0 && errno != EINTR)
             die("epoll_wait: %s", strerror(errno));
+        if (g_reset) {
+            g_reset = 0;
+            u.requests = 0;
+            u.first_req = u.last_req = 0;
+        }
         for (int i = 0; i < n; i++) {
             struct uconn *c = evs[i].data.ptr;
             if (c == NULL) {
@@ -405,12 +414,38 @@ static int upstream_main(int argc, char **argv)
             }
         }
     }
-    printf("requests=%ld\naccepted=%ld\nmax_open=%ld\n", u.requests, u.accepted, u.max_open);
+    printf("requests=%ld\naccepted=%ld\nmax_open=%ld\nfirst_req_mono=%.6f\nlast_req_mono=%.6f\n",
+           u.requests, u.accepted, u.max_open, u.first_req, u.last_req);
     fflush(stdout);
     return 0;
 }
 
 /* ======================================== burst ======================================== */
+
+/* TcpExt ListenOverflows of this network namespace (SYNs or handshakes dropped because some
+ * listener's accept queue was full), or -1. */
+static long listen_overflows(void)
+{
+    FILE *f = fopen("/proc/net/netstat", "r");
+    if (f == NULL)
+        return -1;
+    static char names[8192], values[8192];
+    long result = -1;
+    while (fgets(names, sizeof(names), f) && fgets(values, sizeof(values), f)) {
+        if (strncmp(names, "TcpExt:", 7) != 0)
+            continue;
+        char *sn, *sv;
+        char *n = strtok_r(names, " \n", &sn), *v = strtok_r(values, " \n", &sv);
+        while (n && v) {
+            if (strcmp(n, "ListenOverflows") == 0)
+                result = atol(v);
+            n = strtok_r(NULL, " \n", &sn);
+            v = strtok_r(NULL, " \n", &sv);
+        }
+    }
+    fclose(f);
+    return result;
+}
 
 enum { B_IDLE, B_CONNECTING, B_CONNECTED, B_SENT, B_DONE, B_FAILED };
 
@@ -490,6 +525,7 @@ static int burst_main(int argc, char **argv)
     int first_errno = 0;
 
     /* 1. Connections, PACE handshakes at a time. */
+    long ovf_start = listen_overflows();
     double t_conn = now_s(), conn_deadline = t_conn + 60;
     while (connected + failed_connect < n && now_s() < conn_deadline) {
         while (connecting < pace && next < n) {
@@ -579,6 +615,7 @@ static int burst_main(int argc, char **argv)
     }
 
     /* 3. Fire: one write per connection, back to back. */
+    long ovf_fire = listen_overflows();
     int sent = 0, write_failed = 0;
     double t0 = now_s();
     for (int i = 0; i < n; i++) {
@@ -586,7 +623,7 @@ static int burst_main(int argc, char **argv)
         if (c->state != B_CONNECTED)
             continue;
         ssize_t w = write(c->fd, req, req_len);
-        if (w == (ssize_t)req_len || (w < 0 && errno == EAGAIN) || w >= 0) {
+        if (w >= 0 || errno == EAGAIN) {
             c->outoff = w > 0 ? (size_t)w : 0;
             c->state = B_SENT;
             c->in = malloc(REQ_MAX);
@@ -669,6 +706,7 @@ static int burst_main(int argc, char **argv)
         }
     }
 
+    long ovf_end = listen_overflows();
     int ok = 0, s2xx = 0, s4xx = 0, s429 = 0, s5xx = 0, sother = 0, within3 = 0;
     double *lat = xcalloc((size_t)n, sizeof(double));
     size_t nlat = 0;
@@ -713,8 +751,8 @@ static int burst_main(int argc, char **argv)
     qsort(lat, nlat, sizeof(double), cmp_double);
 #define PCT(p) (nlat ? lat[(size_t)((p) / 100.0 * (double)(nlat - 1) + 0.5)] * 1000.0 : 0.0)
     printf("requested=%d\nconnected=%d\nconnect_failed=%d\nconnect_errno=%s\nclosed_before_send=%d\n",
-           n, sent + write_failed, failed_connect + (n - next), first_errno ? strerror(first_errno) : "-",
-           early);
+           n, sent + write_failed, n - sent - write_failed - early,
+           first_errno ? strerror(first_errno) : "-", early);
     printf("connect_s=%.3f\nsent=%d\nwrite_failed=%d\nfire_ms=%.3f\n", connect_s, sent, write_failed,
            fire_s * 1000.0);
     printf("answered=%d\nok=%d\ns2xx=%d\ns4xx=%d\ns429=%d\ns5xx=%d\nsother=%d\n", answered, ok, s2xx,
@@ -724,7 +762,9 @@ static int burst_main(int argc, char **argv)
     printf("first_ms=%.1f\np50_ms=%.1f\np90_ms=%.1f\np99_ms=%.1f\nlast_ms=%.1f\nlast_ok_ms=%.1f\n",
            nlat ? lat[0] * 1000.0 : 0.0, PCT(50), PCT(90), PCT(99),
            nlat ? lat[nlat - 1] * 1000.0 : 0.0, last_ok * 1000.0);
-    printf("nofile=%ld\n", nofile);
+    printf("nofile=%ld\nt0_mono=%.6f\n", nofile, t0);
+    printf("listen_overflows_connecting=%ld\nlisten_overflows_answering=%ld\n",
+           ovf_start < 0 ? -1 : ovf_fire - ovf_start, ovf_start < 0 ? -1 : ovf_end - ovf_fire);
     return 0;
 }
 
