@@ -1,10 +1,10 @@
 /*
- * workers.h — the execution side of mlrelay. Today it holds the node's current cluster-settings
- * snapshot, which every thread that runs work reads; the task worker pool and the predict engine
- * (connector templates, libcurl on the loop) arrive with the queue and predict issues.
+ * workers.h — the execution side of mlrelay: the current cluster-settings snapshot, connector and
+ * model validation, the task runner and in-memory deployments, and the predict engine (connector
+ * templates, pre/post-processing, libcurl multi-socket on the loop).
  *
- * Threading: workers_settings_get() may be called from any thread; everything else on the loop
- * thread.
+ * Threading: workers_settings_get() and the pure validation/template/process functions may be
+ * called from any thread; everything else on the loop thread unless its comment says otherwise.
  */
 #ifndef MLR_WORKERS_H
 #define MLR_WORKERS_H
