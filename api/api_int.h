@@ -183,6 +183,9 @@ void api_send_workers_error(struct api_req *req, const struct workers_error *e);
 /** Path parameter @i when it can be a stored id (at most STORE_ID_MAX bytes), else NULL. */
 const char *api_path_id(const struct api_req *req, int i);
 
+/** 1 when @sa is a loopback address (127.0.0.0/8, ::1, or IPv4-mapped 127.x). */
+int api_addr_is_loopback(const struct sockaddr *sa);
+
 /* Handlers (h_*.c). */
 void api_h_root(struct api_req *req);
 void api_h_settings_get(struct api_req *req);

@@ -7,6 +7,7 @@
  */
 #include "api_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,6 +78,34 @@ static void put_finish(int status, void *data)
     put_free(pc);
 }
 
+/*
+ * Access control needs users (spec §8). None can be configured yet, so turning it on is refused
+ * with ML Commons' "Security plugin" messages (reference §3.1, §12.3). Returns 1 when refused.
+ */
+static int access_control_refused(struct json_object *changes, char *err, size_t errlen)
+{
+    static const struct {
+        enum mlr_setting_id id;
+        const char *reason;
+    } keys[] = {
+        {MLR_S_MODEL_ACCESS_CONTROL,
+         "You cannot specify model access control parameters because the Security plugin or "
+         "model access control is disabled on your cluster."},
+        {MLR_S_CONNECTOR_ACCESS_CONTROL,
+         "You cannot specify connector access control parameters because the Security plugin or "
+         "connector access control is disabled on your cluster."},
+    };
+    for (size_t i = 0; changes && i < sizeof(keys) / sizeof(keys[0]); i++) {
+        struct json_object *v = NULL;
+        if (json_object_object_get_ex(changes, mlr_settings_key(keys[i].id), &v) && v &&
+            strcmp(json_object_get_string(v), "true") == 0) {
+            snprintf(err, errlen, "%s", keys[i].reason);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Validates the body into @pc. Returns 0, or -1 with the reason in @err. */
 static int parse_put(struct api_req *req, struct put_ctx *pc, char *err, size_t errlen)
 {
@@ -92,6 +121,9 @@ static int parse_put(struct api_req *req, struct put_ctx *pc, char *err, size_t 
         if (val && mlr_settings_normalize(val, key, dst, err, errlen) != MLR_OK)
             return -1;
     }
+    if (access_control_refused(pc->persistent, err, errlen) ||
+        access_control_refused(pc->transient, err, errlen))
+        return -1;
     return workers_settings_check(req->ctx->workers, pc->persistent, pc->transient, err, errlen);
 }
 

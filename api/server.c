@@ -86,6 +86,38 @@ void api__server_conn_gone(struct api_server *srv, struct api_conn *c)
     maybe_finish_stop(srv);
 }
 
+int api_addr_is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const unsigned char *a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+        return a[0] == 127;
+    }
+    if (sa->sa_family != AF_INET6)
+        return 0;
+    static const unsigned char loop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    const unsigned char *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+    return memcmp(a, loop6, 16) == 0 || (memcmp(a, mapped, 12) == 0 && a[12] == 127);
+}
+
+/*
+ * Protected mode (spec §8): until users are configured — user management arrives with the
+ * security issue, so today always — only clients on loopback addresses are served; anyone else
+ * has the connection closed at once, before a byte is read.
+ */
+static int peer_allowed(struct api_conn *c)
+{
+    struct sockaddr_storage peer;
+    int len = sizeof(peer);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) != 0)
+        return 0;
+    if (api_addr_is_loopback((struct sockaddr *)&peer))
+        return 1;
+    mlr_log(MLR_LOG_WARN, "http", "closed a connection from a non-loopback address: no users "
+                                  "are configured, so only loopback clients are served");
+    return 0;
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     struct api_server *srv = container_of((uv_tcp_t *)listener, struct api_server, listener);
@@ -104,6 +136,10 @@ static void on_connection(uv_stream_t *listener, int status)
     else
         srv->nconns++;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || (reject && srv->nrejects > REJECT_MAX)) {
+        api__conn_close(c);
+        return;
+    }
+    if (!peer_allowed(c)) {
         api__conn_close(c);
         return;
     }

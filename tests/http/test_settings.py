@@ -115,10 +115,10 @@ def test_flat_and_nested_put_equivalent(h):
 
 def test_put_response_echoes_only_this_request(h):
     s = h.server()
-    r1 = put_ok(s, {"persistent": {ML + "connector_access_control_enabled": True}})
+    r1 = put_ok(s, {"persistent": {ML + "allow_custom_deployment_plan": True}})
     assert r1 == {"acknowledged": True,
                   "persistent": {"plugins": {"ml_commons": {
-                      "connector_access_control_enabled": "true"}}},
+                      "allow_custom_deployment_plan": "true"}}},
                   "transient": {}}, r1
     r2 = put_ok(s, {"persistent": {ML + "safe_delete_model": True}})
     assert r2 == {"acknowledged": True,
@@ -134,7 +134,7 @@ def test_put_response_echoes_only_this_request(h):
                       "transient": {}}, r
     # GET, unlike the echo, shows everything set so far.
     p = flat(s)
-    assert p["persistent"] == {ML + "connector_access_control_enabled": "true",
+    assert p["persistent"] == {ML + "allow_custom_deployment_plan": "true",
                                ML + "safe_delete_model": "true",
                                ML + "max_model_on_node": "6"}, p
     assert p["transient"] == {ML + "max_model_on_node": "5"}, p
@@ -596,3 +596,34 @@ def test_js_client_put_settings(h):
         "persistent": {ML + "trusted_connector_endpoints_regex": ["^http://127\\.0\\.0\\.1:.*$"],
                        ML + "only_run_on_ml_node": "false"},
         "transient": {}}, b2
+
+
+def test_access_control_cannot_be_enabled_without_users(h):
+    """Spec §8: with no users configured, the access-control settings refuse to turn on, with
+    ML Commons' "Security plugin" wording, and nothing changes; false is accepted."""
+    s = h.server()
+    cases = {
+        ML + "model_access_control_enabled":
+            "You cannot specify model access control parameters because the Security plugin or "
+            "model access control is disabled on your cluster.",
+        ML + "connector_access_control_enabled":
+            "You cannot specify connector access control parameters because the Security plugin "
+            "or connector access control is disabled on your cluster.",
+    }
+    for key, reason in cases.items():
+        for scope in ("persistent", "transient"):
+            r = s.put(SETTINGS, {scope: {key: True, ML + "sync_up_job_interval_in_seconds": 7}})
+            assert r.status == 400, r
+            assert r.error() == ("illegal_argument_exception", reason), r
+        r = s.put(SETTINGS, {"persistent": {key: False}})
+        assert r.status == 200, r
+    got = s.get(SETTINGS + "?flat_settings=true").json
+    assert ML + "sync_up_job_interval_in_seconds" not in got["persistent"], got
+    assert ML + "sync_up_job_interval_in_seconds" not in got["transient"], got
+
+
+def test_config_file_cannot_enable_access_control(h):
+    s = h.server(config={ML + "model_access_control_enabled": True}, start=False)
+    s.start(wait=False)
+    assert s.wait_exit(10) == 2, s.log()
+    assert "model_access_control_enabled" in s.log() and "no users" in s.log(), s.log()
