@@ -55,6 +55,8 @@ struct predict_call {
     char host[256];
     uv_timer_t backoff;            /* retry delay */
     struct predict_call *next;     /* deployment wait queue */
+    struct predict_call *bprev;    /* w->backoffs: calls waiting to retry */
+    struct predict_call *bnext;
 };
 
 static struct json_object *get(struct json_object *o, const char *k)
@@ -225,10 +227,23 @@ static int64_t backoff_ms(struct predict_call *c)
     return after > delay ? after : delay;
 }
 
+static void backoff_unlink(struct predict_call *c)
+{
+    struct workers *w = c->p->w;
+    if (c->bprev)
+        c->bprev->bnext = c->bnext;
+    else if (w->backoffs == c)
+        w->backoffs = c->bnext;
+    if (c->bnext)
+        c->bnext->bprev = c->bprev;
+    c->bprev = c->bnext = NULL;
+}
+
 static void on_backoff(uv_timer_t *t)
 {
     struct predict_call *c = t->data;
     struct workers_error e;
+    backoff_unlink(c);
     workers_http_req_cleanup(&c->http);
     c->http.headers = NULL;
     if (render_headers(c->p, c, &e) != MLR_OK) {
@@ -255,6 +270,11 @@ static int maybe_retry(struct predict_call *c)
     if (mlr_mono_ms() - c->first_ms + delay > budget)
         return 0;
     uv_timer_start(&c->backoff, on_backoff, (uint64_t)delay, 0);
+    c->bnext = c->p->w->backoffs; /* listed so that a shutdown need not wait for the timer */
+    if (c->bnext)
+        c->bnext->bprev = c;
+    c->bprev = NULL;
+    c->p->w->backoffs = c;
     return 1;
 }
 
@@ -791,4 +811,17 @@ int workers__runner_start(struct queue_job *job, void *data)
     workers_predict(w, job->model_id, body, on_async_predicted, job);
     json_object_put(body);
     return 1;
+}
+
+void workers__predict_abort_backoffs(struct workers *w)
+{
+    struct workers_error e;
+    fail(&e, 500, "m_l_exception",
+         "Error communicating with remote model: the server is shutting down");
+    while (w->backoffs) {
+        struct predict_call *c = w->backoffs;
+        uv_timer_stop(&c->backoff);
+        backoff_unlink(c);
+        call_fail(c, &e);
+    }
 }

@@ -148,6 +148,7 @@ void workers_stop(struct workers *w, workers_stopped_cb cb, void *data)
     sc->data = data;
     struct queue *q = w->queue;
     w->queue = NULL;
+    workers__predict_abort_backoffs(w);
     queue_close(q, on_queue_closed, sc);
 }
 

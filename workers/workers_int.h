@@ -26,7 +26,11 @@ struct workers {
     int ndeployed;                   /* deployments in the registry */
     struct workers_http *http;       /* upstream client */
     struct autodeploy *autodeploys;  /* deploys started by predicts, with their waiters */
+    struct predict_call *backoffs;   /* calls waiting to retry (loop thread) */
 };
+
+/* Shutdown: fails every call waiting to retry now rather than when its timer fires. */
+void workers__predict_abort_backoffs(struct workers *w);
 
 struct autodeploy;
 

@@ -901,3 +901,38 @@ def test_async_predicts_survive_kill9(h):  # slow
         done = [wait_task(s, t, timeout=15) for t in tids]
         assert all(t["state"] == "COMPLETED" for t in done), done
         assert all(t["response"]["inference_results"][0]["status_code"] == 200 for t in done)
+
+
+def test_sigterm_does_not_wait_for_retry_backoff(h):
+    """A predict sleeping between retries must not hold up a graceful stop (exit 0 within 10 s)."""
+    with relay(h) as (s, up):
+        mid = model_for(s, up, "flaky/1000/503",
+                        client_config={"max_retry_times": -1, "retry_backoff_millis": 30000,
+                                       "retry_timeout_seconds": 120})
+        deploy(s, mid)
+        box = {}
+
+        def call():
+            c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+            try:
+                c.request("POST", ML + "/models/%s/_predict" % mid,
+                          body=json.dumps({"parameters": {"messages": []}}),
+                          headers={"Content-Type": "application/json"})
+                box["status"] = c.getresponse().status
+            except (OSError, http.client.HTTPException) as e:
+                box["error"] = repr(e)
+            finally:
+                c.close()
+
+        t = threading.Thread(target=call, daemon=True)
+        t.start()
+        deadline = time.time() + 5
+        while up.count() < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        assert up.count() == 1, up.count()  # the first attempt failed; now it waits 30 s
+        t0 = time.time()
+        assert s.stop(timeout=10) == 0, s.log()
+        assert time.time() - t0 < 10
+        t.join(timeout=5)
+        assert box.get("status") in (None, 500), box
+        assert up.count() == 1, up.count()  # no retry was sent after the stop
