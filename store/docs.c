@@ -279,8 +279,16 @@ int store__doc_insert(struct store__conn *c, enum store_kind kind, const char *i
 
 int store__doc_exists(struct store__conn *c, enum store_kind kind, const char *id)
 {
+    /* Only the primary key is looked at: reading the document blob here cost the register path
+     * two needless row reads. */
+    static const char *const sql[STORE__KINDS] = {
+        [STORE_MODEL_GROUP] = "SELECT 1 FROM model_groups WHERE id = ?",
+        [STORE_CONNECTOR] = "SELECT 1 FROM connectors WHERE id = ?",
+        [STORE_MODEL] = "SELECT 1 FROM models WHERE id = ?",
+        [STORE_TASK] = "SELECT 1 FROM tasks WHERE id = ?",
+    };
     sqlite3_stmt *st = NULL;
-    if (store__stmt(c, kinds[kind].select_sql, &st) != MLR_OK)
+    if (store__stmt(c, sql[kind], &st) != MLR_OK)
         return 0;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     int found = sqlite3_step(st) == SQLITE_ROW;
