@@ -34,6 +34,7 @@ struct predict {
     struct json_object *requests;  /* parameter sets, one per upstream call */
     struct json_object *results;   /* inference_results, filled by call index */
     struct mlr_settings *settings; /* snapshot for the whole predict */
+    struct json_object *action;    /* the connector's predict action (borrowed from d) */
     int ncalls;
     int pending;                   /* calls not finished */
     int ndocs;                     /* docs sent (rerank post-processing) */
@@ -55,6 +56,7 @@ struct predict_call {
     char host[256];
     uv_timer_t backoff;            /* retry delay */
     struct predict_call *next;     /* deployment wait queue */
+    int started;                   /* holds a slot under max_connection */
     struct predict_call *bprev;    /* w->backoffs: calls waiting to retry */
     struct predict_call *bnext;
 };
@@ -138,8 +140,9 @@ static void start_call(struct predict_call *c);
 static void call_end(struct predict_call *c)
 {
     struct deployment *d = c->p->d;
-    d->inflight--;
-    struct predict_call *next = d->waiting;
+    struct predict_call *next = c->started ? d->waiting : NULL;
+    if (c->started)
+        d->inflight--;
     if (next) {
         d->waiting = next->next;
         if (d->waiting == NULL)
@@ -181,8 +184,7 @@ static void call_succeeded(struct predict_call *c)
     struct workers_error e;
     struct json_object *resp = parse_body(c->http.response.data ? c->http.response.data : "",
                                           c->http.response.len);
-    struct json_object *action = predict_action(p->d->connector);
-    const char *fn = get_str(action, "post_process_function");
+    const char *fn = get_str(p->action, "post_process_function");
     const char *filter = get_str(c->params, "response_filter");
     struct json_object *output = NULL;
     int rc = workers_postprocess(fn, filter, resp, p->ndocs, &output, &e);
@@ -331,7 +333,7 @@ static void on_http_done(struct workers_http_req *r, void *data)
 /* Renders the action's headers (credentials allowed) into c->http.headers. */
 static int render_headers(struct predict *p, struct predict_call *c, struct workers_error *e)
 {
-    struct json_object *headers = get(predict_action(p->d->connector), "headers");
+    struct json_object *headers = get(p->action, "headers");
     int has_type = 0;
     struct curl_slist *list = NULL;
     if (headers && !json_object_is_type(headers, json_type_object))
@@ -403,7 +405,7 @@ static void setup_sigv4(struct predict *p, struct predict_call *c)
 /* Renders URL and body and checks them (reference §5.3, spec §6). */
 static int render_call(struct predict *p, struct predict_call *c, struct workers_error *e)
 {
-    struct json_object *action = predict_action(p->d->connector);
+    struct json_object *action = p->action;
     if (action == NULL)
         return fail(e, 400, IAE, "no predict action configured for this connector");
     const char *tmpl = get_str(action, "request_body");
@@ -455,6 +457,7 @@ static void start_call(struct predict_call *c)
     struct deployment *d = c->p->d;
     struct workers_error e;
     d->inflight++;
+    c->started = 1;
     c->first_ms = mlr_mono_ms();
     if (c->p->w->http == NULL || workers_http_start(c->p->w->http, &c->http) != MLR_OK) {
         fail(&e, 500, "m_l_exception", "Error communicating with remote model: cannot start");
@@ -518,7 +521,7 @@ static int plan_calls(struct predict *p, struct workers_error *e)
     struct json_object *conn_params = get(p->d->connector, "parameters");
     struct json_object *pre = NULL;
     if (docs) {
-        struct json_object *action = predict_action(p->d->connector);
+        struct json_object *action = p->action;
         int step = 0;
         struct json_object *sv = get(req_params, "input_docs_processed_step_size");
         const char *s = sv ? json_object_get_string(sv)
@@ -568,8 +571,7 @@ static void launch(struct predict *p)
         if (rc == MLR_OK) {
             admit_call(calls[i]);
         } else if (calls[i]) {
-            calls[i]->p->d->inflight++; /* call_end() gives the slot back */
-            call_fail(calls[i], &e);
+            call_fail(calls[i], &e); /* never started: holds no slot */
         } else {
             p->pending--; /* never created */
         }
@@ -588,6 +590,7 @@ void workers__predict_run(struct workers *w, struct deployment *d, struct json_o
     p->body = json_object_get(body);
     p->results = json_object_new_array();
     p->settings = workers_settings_get(w);
+    p->action = predict_action(d->connector);
     p->cb = cb;
     p->data = data;
     d->last_used_ms = mlr_now_ms();
