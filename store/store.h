@@ -309,4 +309,28 @@ int store_doc_read(struct store *s, enum store_kind kind, const char *id,
  * each string and the array. */
 int store_models_in_state(struct store *s, const char *state, char ***ids, int *n);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Model usage, for the TTL (usage.c)                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/** When a model was last used and when its deployment expires. */
+struct store_model_usage {
+    char *model_id;         /* borrowed by store_models_usage_put(), which copies it */
+    int64_t last_used_ms;   /* wall clock, epoch ms: last predict or deploy */
+    int64_t deadline_ms;    /* wall clock, epoch ms: TTL expiry; -1 = never */
+};
+
+/**
+ * Records the usage of @n models (copied) in one write; unknown ids are skipped. @cb (may be
+ * NULL) runs on the loop thread after commit. Does not change the model documents.
+ */
+int store_models_usage_put(struct store *s, const struct store_model_usage *u, int n,
+                           store_done_cb cb, void *data);
+
+/**
+ * Reads the stored last-use time of @model_id synchronously (worker threads and start-up only).
+ * MLR_ENOTFOUND when the model is unknown or was never used.
+ */
+int store_model_usage_get(struct store *s, const char *model_id, int64_t *last_used_ms);
+
 #endif /* MLR_STORE_H */

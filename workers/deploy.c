@@ -162,14 +162,16 @@ struct deployment *workers_deployment_get(struct workers *w, const char *model_i
     return NULL;
 }
 
-/* Puts @d in the registry (the registry takes that reference), dropping any previous one. */
-static void install(struct workers *w, struct deployment *d)
+/* Puts @d in the registry (the registry takes that reference), dropping any previous one. Its
+ * TTL counts from @last_used_ms (wall clock). */
+static void install(struct workers *w, struct deployment *d, int64_t last_used_ms)
 {
     workers_undeploy_local(w, d->model_id);
     unsigned b = bucket(d->model_id);
     d->next = w->buckets[b];
     w->buckets[b] = d;
     w->ndeployed++;
+    workers__ttl_track(w, d, last_used_ms);
 }
 
 void workers_undeploy_local(struct workers *w, const char *model_id)
@@ -179,6 +181,7 @@ void workers_undeploy_local(struct workers *w, const char *model_id)
             struct deployment *d = *pp;
             *pp = d->next;
             w->ndeployed--;
+            workers__ttl_untrack(w, d);
             workers_deployment_unref(d);
             return;
         }
@@ -196,6 +199,7 @@ void workers__registry_clear(struct workers *w)
         while (w->buckets[i]) {
             struct deployment *d = w->buckets[i];
             w->buckets[i] = d->next;
+            workers__ttl_untrack(w, d);
             workers_deployment_unref(d);
         }
     }
@@ -298,7 +302,7 @@ static void runner_committed(struct queue_job *job, int status, void *data)
                "task finished", kv, 3);
     if (status == MLR_OK && job->applied && !job->timed_out) {
         if (job->type == QUEUE_TASK_DEPLOY_MODEL && d) {
-            install(w, d);
+            install(w, d, mlr_now_ms());
             d = NULL; /* the registry owns it now */
         } else if (job->type == QUEUE_TASK_DEPLOY_MODEL) {
             workers_undeploy_local(w, job->model_id); /* DEPLOY_FAILED: nothing serves it */
@@ -359,7 +363,11 @@ int workers__redeploy(struct workers *w, int enabled)
         char err[1024] = "";
         struct deployment *d = NULL;
         if (enabled && build(w, ids[i], &d, err, sizeof(err)) == MLR_OK) {
-            install(w, d);
+            /* The TTL goes on counting from the last use before the restart. */
+            int64_t last_used = 0;
+            if (store_model_usage_get(w->store, ids[i], &last_used) != MLR_OK)
+                last_used = mlr_now_ms();
+            install(w, d, last_used);
             ok++;
         } else {
             const char *kv[] = {"model_id", ids[i], "error",

@@ -593,7 +593,7 @@ void workers__predict_run(struct workers *w, struct deployment *d, struct json_o
     p->action = predict_action(d->connector);
     p->cb = cb;
     p->data = data;
-    d->last_used_ms = mlr_now_ms();
+    workers__ttl_touch(w, d);
     struct json_object *enabled = get(d->model, "is_enabled");
     if (enabled && !json_object_get_boolean(enabled))
         p->failed = fail(&p->error, 403, "status_exception", "Model is disabled.") != MLR_OK;

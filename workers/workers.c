@@ -101,6 +101,8 @@ int workers_start(struct workers *w, struct store *s, const unsigned char *maste
     w->http = workers_http_new(w->loop);
     int rc = queue_open(w->loop, s, &opts, &runner, &w->queue);
     if (rc == MLR_OK)
+        workers__ttl_init(w);
+    if (rc == MLR_OK)
         rc = workers__redeploy(w, redeploy);
     if (rc == MLR_OK)
         rc = queue_start(w->queue, &recovered);
@@ -120,13 +122,19 @@ struct stop_ctx {
     void *data;
 };
 
-static void on_http_closed(void *data)
+static void on_ttl_closed(void *data)
 {
     struct stop_ctx *sc = data;
     workers_stopped_cb cb = sc->cb;
     void *cb_data = sc->data;
     free(sc);
     cb(cb_data);
+}
+
+static void on_http_closed(void *data)
+{
+    struct stop_ctx *sc = data;
+    workers__ttl_close(sc->w, on_ttl_closed, sc);
 }
 
 static void on_queue_closed(void *data)

@@ -13,6 +13,19 @@
 
 #define WORKERS_BUCKETS 1024 /* deployment registry hash buckets (a power of two) */
 
+/* Idle-time expiry of deployments and last-use bookkeeping (ttl.c); loop thread only. */
+struct workers_ttl {
+    uv_timer_t expire_timer;      /* armed for the earliest deadline */
+    uv_timer_t flush_timer;       /* writes last-use times every second */
+    struct deployment **heap;     /* min-heap by heap_key */
+    int n, cap;                   /* used and allocated heap entries */
+    struct deployment *dirty;     /* used since the last flush (each entry holds a ref) */
+    int open;                     /* timers initialised and running */
+    int closing;                  /* stopping: do not re-arm */
+    uint64_t checks;              /* heap entries that came due (incl. pushed back) */
+    uint64_t expired;             /* deployments expired */
+};
+
 struct workers {
     uv_loop_t *loop;                 /* the loop that owns this context */
     int threads;                     /* workers.threads: tasks running at once */
@@ -27,6 +40,7 @@ struct workers {
     struct workers_http *http;       /* upstream client */
     struct autodeploy *autodeploys;  /* deploys started by predicts, with their waiters */
     struct predict_call *backoffs;   /* calls waiting to retry (loop thread) */
+    struct workers_ttl ttl;          /* TTL heap and last-use flushing */
 };
 
 /* Shutdown: fails every call waiting to retry now rather than when its timer fires. */
@@ -53,7 +67,12 @@ struct deployment {
     int64_t deployed_ms;              /* wall clock */
     struct deployment *next;          /* registry chain */
     /* predict-time state, loop thread only */
-    int64_t last_used_ms;             /* wall clock of the last predict (TTL) */
+    int64_t last_used_ms;             /* wall clock, epoch ms: last predict or deploy (TTL) */
+    int64_t ttl_ms;                   /* model_ttl_minutes in ms; -1 = never expires */
+    int64_t heap_key;                 /* wall clock, epoch ms: deadline as queued in the heap */
+    int heap_idx;                     /* position in the TTL heap; -1 = not in it */
+    int usage_dirty;                  /* on the TTL dirty list */
+    struct deployment *dirty_next;    /* dirty list link */
     int inflight;                     /* upstream calls running (client_config.max_connection) */
     struct predict_call *waiting;     /* calls queued behind the cap, FIFO head */
     struct predict_call *waiting_tail;
@@ -66,6 +85,17 @@ extern const struct queue_runner workers__runner;
 
 /* Builds and installs deployments of every model stored DEPLOYED (start-up). */
 int workers__redeploy(struct workers *w, int enabled);
+
+/* TTL (ttl.c). init: start the timers (workers_start). track: a deployment entered the registry,
+ * last used at @last_used_ms (wall clock). untrack: it left the registry. touch: a predict used
+ * it. close: final last-use flush and timer close, then @cb (the store must still be open). */
+void workers__ttl_init(struct workers *w);
+void workers__ttl_track(struct workers *w, struct deployment *d, int64_t last_used_ms);
+void workers__ttl_untrack(struct workers *w, struct deployment *d);
+void workers__ttl_touch(struct workers *w, struct deployment *d);
+void workers__ttl_close(struct workers *w, workers_stopped_cb cb, void *data);
+/* Heap entries that came due and deployments expired since start (benchmarks, stats). */
+void workers__ttl_stats(const struct workers *w, uint64_t *checks, uint64_t *expired);
 
 /* Drops every deployment (shutdown). */
 void workers__registry_clear(struct workers *w);
