@@ -7,8 +7,9 @@
  * an entry comes due, its real deadline (last use + TTL) is recomputed; a model used meanwhile is
  * pushed back down with its new deadline, an idle one is undeployed through an UNDEPLOY_MODEL
  * task. So a sweep costs O(log n) per model that comes due, never a scan of all models, and a
- * model is undeployed as soon as its deadline passes (the timer is exact to the millisecond; the
- * task then runs through the queue within milliseconds).
+ * model is undeployed soon after its deadline passes: the timer is exact to the millisecond, but
+ * sweeps are at least SWEEP_GAP_MS apart so that models expiring together share one commit, and
+ * the task then runs through the queue within milliseconds.
  *
  * Last-use times move to the store in one write per second (a list of the deployments touched
  * since the last flush), so that a restart recomputes deadlines from when each model was really
@@ -27,6 +28,9 @@
 #include <json-c/json.h>
 
 #define FLUSH_MS 1000 /* how often last-use times are written */
+#define SWEEP_GAP_MS 100 /* least time between two sweeps: models expiring close together share
+                          * one sweep, and so one commit of their tasks, for at most this much
+                          * lateness */
 
 /* ---------------------------------- heap ---------------------------------- */
 
@@ -102,7 +106,10 @@ static void arm(struct workers_ttl *t)
         uv_timer_stop(&t->expire_timer);
         return;
     }
-    int64_t wait = t->heap[0]->heap_key - mlr_now_ms();
+    int64_t due = t->heap[0]->heap_key;
+    if (due < t->last_sweep_ms + SWEEP_GAP_MS)
+        due = t->last_sweep_ms + SWEEP_GAP_MS;
+    int64_t wait = due - mlr_now_ms();
     uv_timer_start(&t->expire_timer, on_expire_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
@@ -147,6 +154,7 @@ static void on_expire_timer(uv_timer_t *timer)
     struct workers_ttl *t = container_of(timer, struct workers_ttl, expire_timer);
     struct workers *w = container_of(t, struct workers, ttl);
     int64_t now = mlr_now_ms();
+    t->last_sweep_ms = now;
     while (t->n > 0 && t->heap[0]->heap_key <= now) {
         struct deployment *d = t->heap[0];
         int64_t due = d->last_used_ms + d->ttl_ms;

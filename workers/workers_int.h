@@ -22,6 +22,7 @@ struct workers_ttl {
     struct deployment *dirty;     /* used since the last flush (each entry holds a ref) */
     int open;                     /* timers initialised and running */
     int closing;                  /* stopping: do not re-arm */
+    int64_t last_sweep_ms;        /* wall clock, epoch ms: when the timer last fired */
     uint64_t checks;              /* heap entries that came due (incl. pushed back) */
     uint64_t expired;             /* deployments expired */
 };
