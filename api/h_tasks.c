@@ -267,6 +267,7 @@ static void on_cancelled(const struct store_write_result *r, void *data)
 {
     struct api_req *req = data;
     if (r->status == MLR_OK) {
+        workers_batch_cancelled(req->ctx->workers, r->id); /* a running batch job stops */
         struct json_object *o = json_object_new_object();
         json_object_object_add(o, "status", json_object_new_string("OK"));
         api_send_json(req, 200, o);

@@ -68,11 +68,14 @@ static const struct api_route routes[] = {
      "Predict request has empty body"},
     {M(POST), ML "/_predict/{algorithm}/{id}", api_h_algorithm_predict, 0, REQ, MODEL,
      "Predict request has empty body"},
+    {M(POST), ML "/models/{id}/_batch_ingest", api_h_model_batch_ingest, 0, REQ, MODEL,
+     "Batch ingest request has empty body"},
     {M(POST), ML "/models/_undeploy", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
     {M(POST), ML "/models/_unload", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
 
     {M(GET) | M(POST), ML "/tasks/_search", api_h_doc_search, 1 * MB, JSON, TASK, NULL},
     {M(POST), ML "/tasks/{id}/_cancel", api_h_task_cancel, 1 * MB, API_BODY_NONE, TASK, NULL},
+    {M(GET), ML "/tasks/{id}/_results", api_h_task_results, 0, API_BODY_NONE, TASK, NULL},
     {M(GET), ML "/tasks/{id}", api_h_doc_get, 0, API_BODY_NONE, TASK, NULL},
     {M(DELETE), ML "/tasks/{id}", api_h_doc_delete, 0, API_BODY_NONE, TASK, NULL},
 };

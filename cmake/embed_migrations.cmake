@@ -1,9 +1,10 @@
 # Turns migrations/NNNN_name.sql files into a C array (version, name, SQL text) so the binary
-# carries its own schema history. Invoked by add_custom_command with -DOUT= and -DFILES=.
+# carries its own schema history. Invoked by add_custom_command with -DOUT= and -DFILES= (paths joined with "|").
 set(body "/* Generated from the migrations folder by cmake/embed_migrations.cmake; do not edit. */\n")
 string(APPEND body "#include <stddef.h>\n#include \"store_int.h\"\n\n")
 string(APPEND body "const struct store__migration store__migrations[] = {\n")
 set(count 0)
+string(REPLACE "|" ";" FILES "${FILES}")
 foreach(f ${FILES})
   get_filename_component(name ${f} NAME_WE)
   string(SUBSTRING ${name} 0 4 num)

@@ -160,6 +160,14 @@ void queue_job_done(struct queue_job *j)
     flush(q);
 }
 
+int64_t queue_job_progress(struct queue_job *j)
+{
+    int64_t timeout, retention;
+    limits(j->_q, &timeout, &retention);
+    j->_start_ms = mlr_mono_ms();
+    return mlr_now_ms() + timeout + LEASE_SLACK_MS;
+}
+
 static void work_after(uv_work_t *w, int status)
 {
     struct queue_job *j = container_of(w, struct queue_job, _work);

@@ -156,6 +156,13 @@ void queue_wait(struct queue *q, const char *task_id, int64_t timeout_ms, queue_
 /** Loop thread: a job taken by the runner's start() has its outcome set and is done. */
 void queue_job_done(struct queue_job *job);
 
+/**
+ * Loop thread: long job @job (batch ingestion) made progress. Restarts its task-timeout clock, so
+ * the timeout bounds the time without progress, and returns the lease deadline (wall clock, epoch
+ * ms) to store with that progress.
+ */
+int64_t queue_job_progress(struct queue_job *job);
+
 /** Tasks claimed and not yet finished (for stats and tests). */
 int queue_inflight(const struct queue *q);
 

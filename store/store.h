@@ -273,8 +273,9 @@ int store_task_finish(struct store *s, const struct store_task_result *r, int n,
 int store_task_recover(struct store *s, int *reset);
 
 /**
- * Cancels task @id: CREATED becomes CANCELLED; a final task is MLR_ECONFLICT; RUNNING is
- * MLR_EBUSY (callers decide). Unknown: MLR_ENOTFOUND.
+ * Cancels task @id: CREATED, and a RUNNING BATCH_INGEST (its job stops between batches), become
+ * CANCELLED; a final task is MLR_ECONFLICT; another RUNNING task is MLR_EBUSY (callers decide).
+ * Unknown: MLR_ENOTFOUND.
  */
 int store_task_cancel(struct store *s, const char *id, store_write_cb cb, void *data);
 
@@ -332,5 +333,53 @@ int store_models_usage_put(struct store *s, const struct store_model_usage *u, i
  * MLR_ENOTFOUND when the model is unknown or was never used.
  */
 int store_model_usage_get(struct store *s, const char *model_id, int64_t *last_used_ms);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Batch ingestion jobs (batch.c)                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/** One finished batch of a BATCH_INGEST task. */
+struct store_batch_result {
+    const char *task_id;
+    int64_t first_index;        /* index in the job's input of the batch's first item */
+    int n_items;                /* items in the batch */
+    int n_failed;               /* of which failed */
+    const char *results;        /* JSON array text of the items' results, in index order */
+    int64_t lease_until_ms;     /* wall clock, epoch ms: the task's renewed lease */
+};
+
+/** @applied: 1 when the batch was recorded, 0 when its task is no longer RUNNING (cancelled,
+ * timed out, deleted) or the batch was recorded before. */
+typedef void (*store_batch_cb)(int status, int applied, void *data);
+
+/**
+ * Records batch @b (copied) and, in the same transaction, adds its counts to the task's
+ * progress.completed/progress.failed and renews the task's lease. Nothing is written unless the
+ * task is RUNNING. Loop thread; @cb on the loop thread after commit.
+ */
+int store_batch_put(struct store *s, const struct store_batch_result *b, store_batch_cb cb,
+                    void *data);
+
+/** What a job has recorded so far (store_batch_done()). */
+struct store_batch_done {
+    int64_t *first_index;       /* heap: first_index of every recorded batch, ascending */
+    int n;                      /* entries of first_index */
+    int64_t items;              /* items recorded */
+    int64_t failed;             /* of which failed */
+};
+
+/**
+ * Reads which batches of task @task_id are recorded, synchronously (worker threads only). On
+ * MLR_OK *@out is filled; the caller frees out->first_index.
+ */
+int store_batch_done(struct store *s, const char *task_id, struct store_batch_done *out);
+
+/**
+ * Reads recorded results @from..@from+@size (by position among recorded items, in index order)
+ * of BATCH_INGEST task @task_id on the read pool: {"total": recorded items, "results": [...]}.
+ * Errors to @cb: MLR_ENOTFOUND (no such task), MLR_EINVAL (not a BATCH_INGEST task).
+ */
+int store_batch_results(struct store *s, const char *task_id, int64_t from, int64_t size,
+                        store_search_cb cb, void *data);
 
 #endif /* MLR_STORE_H */

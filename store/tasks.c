@@ -467,8 +467,14 @@ static int cancel_run(struct store__conn *c, struct store__op *op)
     const char *state = rc == MLR_OK ? str_member(doc, "state") : NULL;
     if (rc == MLR_OK && state) {
         snprintf(o->detail, sizeof(o->detail), "%s", state);
-        if (strcmp(state, "RUNNING") == 0) {
+        /* A running batch ingestion job stops between batches; other running tasks finish. */
+        const char *type = str_member(doc, "task_type");
+        int stoppable = type && strcmp(type, "BATCH_INGEST") == 0;
+        if (strcmp(state, "RUNNING") == 0 && !stoppable) {
             rc = MLR_EBUSY;
+        } else if (strcmp(state, "RUNNING") == 0) {
+            set_state(doc, "CANCELLED", mlr_now_ms());
+            rc = store__doc_write(c, STORE_TASK, o->id, doc, NULL, &o->version, &o->seq_no);
         } else if (strcmp(state, "CREATED") != 0) {
             rc = MLR_ECONFLICT;
         } else {

@@ -801,6 +801,8 @@ static void on_async_predicted(struct json_object *response, const struct worker
 int workers__runner_start(struct queue_job *job, void *data)
 {
     struct workers *w = data;
+    if (job->type == QUEUE_TASK_BATCH_INGEST)
+        return workers__batch_start(w, job);
     if (job->type != QUEUE_TASK_PREDICTION)
         return 0;
     struct json_object *body = job->input ? json_tokener_parse(job->input) : NULL;

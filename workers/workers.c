@@ -156,6 +156,7 @@ void workers_stop(struct workers *w, workers_stopped_cb cb, void *data)
     sc->data = data;
     struct queue *q = w->queue;
     w->queue = NULL;
+    workers__batch_stop_all(w);
     workers__predict_abort_backoffs(w);
     queue_close(q, on_queue_closed, sc);
 }

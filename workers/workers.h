@@ -228,6 +228,26 @@ void workers_predict(struct workers *w, const char *model_id, struct json_object
                      workers_predict_cb cb, void *data);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Batch ingestion jobs (batch.c, spec §7)                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+#define WORKERS_BATCH_SIZE 32        /* default batch_size: items per batch */
+#define WORKERS_BATCH_CONCURRENCY 8  /* default max_concurrency: batches in flight per job */
+#define WORKERS_BATCH_RETRIES 3      /* default max_retries per failed predict */
+
+/**
+ * Validates a `_batch_ingest` body ({"text_docs": [strings]} or {"inputs": [{"parameters":
+ * {...}}]}, optional batch_size 1-10000, max_concurrency 1-1024, max_retries 0-100; nothing
+ * else) and writes the task's input text (defaults filled in) to *@input (heap) and the item
+ * count to *@total. Returns MLR_OK, or MLR_EINVAL with @e (400). Pure; any thread.
+ */
+int workers_batch_ingest_build(struct json_object *body, char **input, int64_t *total,
+                               struct workers_error *e);
+
+/** A BATCH_INGEST task was cancelled (committed): its job, if running here, stops. */
+void workers_batch_cancelled(struct workers *w, const char *task_id);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Upstream HTTP (http.c): libcurl multi-socket on the libuv loop. Loop thread only.           */
 /* ------------------------------------------------------------------------------------------ */
 

@@ -42,12 +42,19 @@ struct workers {
     struct autodeploy *autodeploys;  /* deploys started by predicts, with their waiters */
     struct predict_call *backoffs;   /* calls waiting to retry (loop thread) */
     struct workers_ttl ttl;          /* TTL heap and last-use flushing */
+    struct batch_job *batch_jobs;    /* running batch ingestion jobs (batch.c) */
 };
 
 /* Shutdown: fails every call waiting to retry now rather than when its timer fires. */
 void workers__predict_abort_backoffs(struct workers *w);
 
 struct autodeploy;
+
+struct batch_job;
+/* Batch ingestion (batch.c): runs BATCH_INGEST task @job on the loop (returns 1); stop_all
+ * pauses every running job at shutdown (they resume at the next start). */
+int workers__batch_start(struct workers *w, struct queue_job *job);
+void workers__batch_stop_all(struct workers *w);
 
 /* The queue's loop-side start hook: takes PREDICTION tasks (async predict, predict.c). */
 int workers__runner_start(struct queue_job *job, void *data);

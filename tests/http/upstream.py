@@ -8,6 +8,8 @@ what mlrelay rendered and sent, and answers by path:
   /v1/embeddings           OpenAI embeddings: one 3-float vector per input string
   /embed/cohere            Cohere v1 embeddings ("texts" -> "embeddings")
   /embed/titan             Bedrock Titan embedding ("inputText" -> "embedding")
+  /embedbad/<code>         like /v1/embeddings, but answers <code> when an input contains "bad"
+  /embedslow/<ms>          like /v1/embeddings, after sleeping <ms>
   /rerank                  Cohere rerank (reverse order, scores 1/(i+1))
   /echo                    {"method","path","headers","body"} of the request
   /status/<code>           that status with body {"message":"status <code>"}
@@ -104,6 +106,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"embeddings": [[float(len(t)), 1.5] for t in texts]})
         else:
             self._send(200, {"embedding": [float(len((body or {}).get("inputText", ""))), 2.5]})
+
+    def _r_embedbad(self, parts, body, rec, count):
+        if any("bad" in t for t in (body or {}).get("input") or []):
+            self._send(int(parts[1]), {"message": "cannot embed a bad doc"})
+        else:
+            self._r_embeddings(parts, body, rec, count)
+
+    def _r_embedslow(self, parts, body, rec, count):
+        time.sleep(int(parts[1]) / 1000.0)
+        self._r_embeddings(parts, body, rec, count)
 
     def _r_rerank(self, parts, body, rec, count):
         docs = (body or {}).get("documents") or []

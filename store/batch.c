@@ -1,0 +1,266 @@
+/*
+ * batch.c — durable progress and results of batch ingestion jobs (BATCH_INGEST tasks).
+ *
+ * A finished batch is one writer op: its results row and its task's progress counters and lease
+ * change in the same savepoint, and only while the task is RUNNING — a cancelled, timed-out or
+ * deleted job records nothing more. Readers page through results by index without reading the
+ * result texts of the batches they skip (see migrations/0002_batch_results.sql).
+ */
+#include "store_int.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+/* ---------------------------------- record a batch ---------------------------------- */
+
+struct batch_op {
+    struct store__op op;
+    char task_id[STORE_ID_MAX + 1];
+    int64_t first_index;
+    int n_items, n_failed;
+    char *results;
+    int64_t lease_until_ms;
+    int applied;
+    store_batch_cb cb;
+    void *data;
+};
+
+static int batch_task_running(struct store__conn *c, const char *task_id, int *running)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt(c, "SELECT state = 'RUNNING' FROM tasks WHERE id = ?", &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, task_id, -1, SQLITE_STATIC);
+    int64_t v = 0;
+    rc = store__step_int(st, &v);
+    sqlite3_reset(st);
+    *running = rc == MLR_OK && v == 1;
+    return rc == MLR_ENOTFOUND ? MLR_OK : rc;
+}
+
+static int batch_put_run(struct store__conn *c, struct store__op *op)
+{
+    struct batch_op *o = container_of(op, struct batch_op, op);
+    sqlite3_stmt *st = NULL;
+    int running = 0;
+    int rc = batch_task_running(c, o->task_id, &running);
+    if (rc != MLR_OK || !running)
+        return rc;
+    rc = store__stmt(c, "INSERT OR IGNORE INTO batch_results(task_id, first_index, n_items, "
+                        "n_failed, results) VALUES(?, ?, ?, ?, ?)", &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, o->task_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, o->first_index);
+    sqlite3_bind_int(st, 3, o->n_items);
+    sqlite3_bind_int(st, 4, o->n_failed);
+    sqlite3_bind_text(st, 5, o->results, -1, SQLITE_STATIC);
+    rc = store__err(sqlite3_step(st));
+    int inserted = rc == MLR_OK && sqlite3_changes(c->db) > 0;
+    sqlite3_reset(st);
+    if (rc != MLR_OK || !inserted)
+        return rc; /* recorded before: counting it again would be wrong */
+    int64_t seq = 0, now = mlr_now_ms();
+    rc = store__seq_next(c, &seq);
+    if (rc == MLR_OK)
+        rc = store__stmt(c, "UPDATE tasks SET lease_until_ms = ?1, last_update_time = ?2, "
+                            "version = version + 1, seq_no = ?3, doc = json_set(doc, "
+                            "'$.progress.completed', "
+                            "ifnull(json_extract(doc, '$.progress.completed'), 0) + ?4, "
+                            "'$.progress.failed', "
+                            "ifnull(json_extract(doc, '$.progress.failed'), 0) + ?5, "
+                            "'$.last_update_time', ?2) WHERE id = ?6", &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, o->lease_until_ms);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, seq);
+    sqlite3_bind_int(st, 4, o->n_items - o->n_failed);
+    sqlite3_bind_int(st, 5, o->n_failed);
+    sqlite3_bind_text(st, 6, o->task_id, -1, SQLITE_STATIC);
+    rc = store__err(sqlite3_step(st));
+    sqlite3_reset(st);
+    o->applied = rc == MLR_OK;
+    return rc;
+}
+
+static void batch_put_done(struct store__op *op)
+{
+    struct batch_op *o = container_of(op, struct batch_op, op);
+    o->cb(op->status, op->status == MLR_OK && o->applied, o->data);
+    free(o->results);
+    free(o);
+}
+
+int store_batch_put(struct store *s, const struct store_batch_result *b, store_batch_cb cb,
+                    void *data)
+{
+    assert(b->n_failed >= 0 && b->n_failed <= b->n_items);
+    struct batch_op *o = mlr_xcalloc(1, sizeof(*o));
+    o->op.run = batch_put_run;
+    o->op.done = batch_put_done;
+    snprintf(o->task_id, sizeof(o->task_id), "%s", b->task_id);
+    o->first_index = b->first_index;
+    o->n_items = b->n_items;
+    o->n_failed = b->n_failed;
+    o->results = mlr_xstrdup(b->results);
+    o->lease_until_ms = b->lease_until_ms;
+    o->cb = cb;
+    o->data = data;
+    int rc = store__submit(s, &o->op);
+    if (rc != MLR_OK) {
+        free(o->results);
+        free(o);
+    }
+    return rc;
+}
+
+/* ---------------------------------- resume ---------------------------------- */
+
+int store_batch_done(struct store *s, const char *task_id, struct store_batch_done *out)
+{
+    struct store__conn *c = store__reader_acquire(s);
+    sqlite3_stmt *st = NULL;
+    struct store_batch_done d = {0};
+    int rc = store__stmt(c, "SELECT first_index, n_items, n_failed FROM batch_results "
+                            "WHERE task_id = ? ORDER BY first_index", &st);
+    if (rc == MLR_OK) {
+        sqlite3_bind_text(st, 1, task_id, -1, SQLITE_STATIC);
+        int step, cap = 0;
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            if (d.n == cap) {
+                cap = cap ? cap * 2 : 64;
+                d.first_index = mlr_xrealloc(d.first_index, (size_t)cap * sizeof(int64_t));
+            }
+            d.first_index[d.n++] = sqlite3_column_int64(st, 0);
+            d.items += sqlite3_column_int64(st, 1);
+            d.failed += sqlite3_column_int64(st, 2);
+        }
+        rc = step == SQLITE_DONE ? MLR_OK : store__err(step);
+        sqlite3_reset(st);
+    }
+    store__reader_release(s, c);
+    if (rc != MLR_OK) {
+        free(d.first_index);
+        return rc;
+    }
+    *out = d;
+    return MLR_OK;
+}
+
+/* ---------------------------------- results page ---------------------------------- */
+
+struct page_read {
+    char task_id[STORE_ID_MAX + 1];
+    int64_t from, size;
+    struct json_object *out;
+    store_search_cb cb;
+    void *data;
+};
+
+/* Appends items [skip, skip + take) of batch row @first_index to @results. */
+static int page_append(struct store__conn *c, const char *task_id, int64_t first_index,
+                       int64_t skip, int64_t take, struct json_object *results)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store__stmt(c, "SELECT results FROM batch_results WHERE task_id = ? AND "
+                            "first_index = ?", &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, task_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, first_index);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        struct json_object *items = json_tokener_parse((const char *)sqlite3_column_text(st, 0));
+        size_t n = json_object_is_type(items, json_type_array) ? json_object_array_length(items)
+                                                               : 0;
+        for (int64_t i = skip; i < skip + take && (size_t)i < n; i++)
+            json_object_array_add(results, json_object_get(json_object_array_get_idx(items,
+                                                                                     (size_t)i)));
+        json_object_put(items);
+        if (n == 0)
+            rc = MLR_ECORRUPT;
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+static int page_run(struct store__conn *c, void *arg)
+{
+    struct page_read *p = arg;
+    sqlite3_stmt *st = NULL;
+    int64_t type_ok = 0;
+    int rc = store__stmt(c, "SELECT task_type = 'BATCH_INGEST' FROM tasks WHERE id = ?", &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, p->task_id, -1, SQLITE_STATIC);
+    rc = store__step_int(st, &type_ok);
+    sqlite3_reset(st);
+    if (rc == MLR_OK && !type_ok)
+        rc = MLR_EINVAL;
+    struct store_batch_done d = {0};
+    if (rc == MLR_OK) /* reads only the small columns of every batch */
+        rc = store__stmt(c, "SELECT first_index, n_items FROM batch_results WHERE task_id = ? "
+                            "ORDER BY first_index", &st);
+    if (rc != MLR_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, p->task_id, -1, SQLITE_STATIC);
+    struct { int64_t first, n; } *rows = NULL;
+    int nrows = 0, cap = 0, step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (nrows == cap) {
+            cap = cap ? cap * 2 : 64;
+            rows = mlr_xrealloc(rows, (size_t)cap * sizeof(*rows));
+        }
+        rows[nrows].first = sqlite3_column_int64(st, 0);
+        rows[nrows].n = sqlite3_column_int64(st, 1);
+        d.items += rows[nrows++].n;
+    }
+    rc = step == SQLITE_DONE ? MLR_OK : store__err(step);
+    sqlite3_reset(st);
+    struct json_object *results = json_object_new_array();
+    int64_t pos = 0; /* position (among recorded items) of the current row's first item */
+    for (int i = 0; i < nrows && rc == MLR_OK && pos < p->from + p->size; i++) {
+        int64_t lo = p->from > pos ? p->from - pos : 0;
+        int64_t hi = p->from + p->size - pos < rows[i].n ? p->from + p->size - pos : rows[i].n;
+        if (lo < hi)
+            rc = page_append(c, p->task_id, rows[i].first, lo, hi - lo, results);
+        pos += rows[i].n;
+    }
+    free(rows);
+    if (rc != MLR_OK) {
+        json_object_put(results);
+        return rc;
+    }
+    p->out = json_object_new_object();
+    json_object_object_add(p->out, "total", json_object_new_int64(d.items));
+    json_object_object_add(p->out, "results", results); /* consumes results */
+    return MLR_OK;
+}
+
+static void page_done(int status, void *arg)
+{
+    struct page_read *p = arg;
+    p->cb(status, p->out, p->data);
+    json_object_put(p->out);
+    free(p);
+}
+
+int store_batch_results(struct store *s, const char *task_id, int64_t from, int64_t size,
+                        store_search_cb cb, void *data)
+{
+    assert(from >= 0 && size >= 0);
+    struct page_read *p = mlr_xcalloc(1, sizeof(*p));
+    snprintf(p->task_id, sizeof(p->task_id), "%s", task_id);
+    p->from = from;
+    p->size = size;
+    p->cb = cb;
+    p->data = data;
+    int rc = store__read(s, page_run, p, page_done);
+    if (rc != MLR_OK)
+        free(p);
+    return rc;
+}
