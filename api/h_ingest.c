@@ -12,7 +12,7 @@
 
 struct ingest {
     struct api_req *req;
-    char *input;          /* the task's input (request pool) */
+    char *input;          /* the task's input (heap; freed once the insert copied it) */
     int64_t total;        /* items */
 };
 
@@ -49,12 +49,14 @@ static void on_model_found(int status, struct store_doc *d, void *data)
 {
     struct ingest *in = data;
     char task_id[MLR_ID_LEN + 1];
+    if (status == MLR_OK)
+        status = mlr_id_new(task_id);
+    if (status != MLR_OK)
+        free(in->input);
     if (status == MLR_ENOTFOUND) {
         api_send_error(in->req, 404, "status_exception", "Failed to find model");
         return;
     }
-    if (status == MLR_OK)
-        status = mlr_id_new(task_id);
     if (status != MLR_OK) {
         api_send_errorf(in->req, 500, "exception", "cannot read the model: %s",
                         mlr_strerror(status));
@@ -64,6 +66,8 @@ static void on_model_found(int status, struct store_doc *d, void *data)
     int rc = store_doc_insert(in->req->ctx->store, STORE_TASK, task_id, task, in->input,
                               on_ingest_stored, in);
     json_object_put(task);
+    free(in->input); /* the insert copied it */
+    in->input = NULL;
     if (rc != MLR_OK)
         api_send_errorf(in->req, 500, "exception", "failed to store the task: %s",
                         mlr_strerror(rc));
@@ -73,17 +77,16 @@ void api_h_model_batch_ingest(struct api_req *req)
 {
     const char *id = api_path_id(req, 0);
     struct workers_error e;
-    char *input = NULL;
     struct ingest *in = mlr_pool_alloc(&req->pool, sizeof(*in));
     in->req = req;
-    if (workers_batch_ingest_build(req->json, &input, &in->total, &e) != MLR_OK) {
+    if (workers_batch_ingest_build(req->json, &in->input, &in->total, &e) != MLR_OK) {
         api_send_workers_error(req, &e);
         return;
     }
-    in->input = mlr_pool_strdup(&req->pool, input);
-    free(input);
     int rc = id ? store_doc_get(req->ctx->store, STORE_MODEL, id, 0, on_model_found, in)
                 : MLR_ENOTFOUND;
+    if (rc != MLR_OK)
+        free(in->input);
     if (rc == MLR_ENOTFOUND)
         api_send_error(req, 404, "status_exception", "Failed to find model");
     else if (rc != MLR_OK)

@@ -120,15 +120,25 @@ static void conn_close(struct store__conn *c)
     c->db = NULL;
 }
 
-static int conn_open(struct store__conn *c, const char *path, int flags, int busy_ms, char *err,
-                     size_t errlen)
+/*
+ * Page cache per connection, KiB. The writer's is the largest so the hot index pages of every
+ * table stay resident; readers get less, and there are several of them. Together they bound what
+ * SQLite itself holds (16 + 4 x 8 + 8 MiB by default): the cache fills with every page touched
+ * and is never given back, so a generous size per connection shows up as resident memory.
+ */
+#define CACHE_WRITER_KIB 16384
+#define CACHE_OTHER_KIB 8192
+
+static int conn_open(struct store__conn *c, const char *path, int flags, int busy_ms,
+                     int cache_kib, char *err, size_t errlen)
 {
     /* temp_store=MEMORY keeps the per-op savepoint journals off the disk: they only ever
      * protect an uncommitted transaction, and writing them to a temp file dominated the writer's
-     * I/O. The cache is larger than the default so hot index pages stay resident. */
-    static const char pragmas[] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                                  "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
-                                  "PRAGMA cache_size=-65536;";
+     * I/O. */
+    char pragmas[256];
+    snprintf(pragmas, sizeof(pragmas), "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                                       "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
+                                       "PRAGMA cache_size=-%d;", cache_kib);
     memset(c, 0, sizeof(*c));
     int rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK)
@@ -443,7 +453,7 @@ static int open_readers(struct store *s, char *err, size_t errlen)
     s->reader_free = mlr_xcalloc((size_t)n, sizeof(int));
     for (int i = 0; i < n; i++) {
         int rc = conn_open(&s->readers[i], s->path, SQLITE_OPEN_READWRITE,
-                           s->opts.busy_timeout_ms, err, errlen);
+                           s->opts.busy_timeout_ms, CACHE_OTHER_KIB, err, errlen);
         if (rc != MLR_OK)
             return rc;
         s->reader_free[s->nreader_free++] = i;
@@ -454,14 +464,15 @@ static int open_readers(struct store *s, char *err, size_t errlen)
 static int open_all(struct store *s, char *err, size_t errlen)
 {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    int rc = conn_open(&s->main, s->path, flags, s->opts.busy_timeout_ms, err, errlen);
+    int rc = conn_open(&s->main, s->path, flags, s->opts.busy_timeout_ms, CACHE_OTHER_KIB, err,
+                       errlen);
     if (rc == MLR_OK)
         rc = store__migrate(s->main.db, store__migrations, store__migrations_count, err, errlen);
     if (rc == MLR_OK)
         rc = load_cluster_uuid(s, err, errlen);
     if (rc == MLR_OK)
-        rc = conn_open(&s->writer, s->path, SQLITE_OPEN_READWRITE, s->opts.busy_timeout_ms, err,
-                       errlen);
+        rc = conn_open(&s->writer, s->path, SQLITE_OPEN_READWRITE, s->opts.busy_timeout_ms,
+                       CACHE_WRITER_KIB, err, errlen);
     /* Checkpoint less often than SQLite's default (1000 pages): hot index pages rewritten by
      * many commits are then copied back once instead of many times. */
     if (rc == MLR_OK)

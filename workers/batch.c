@@ -531,6 +531,8 @@ static void prep_run(uv_work_t *req)
     struct batch_job *bj = container_of(req, struct batch_job, prep);
     struct queue_job *job = bj->job;
     bj->input = job->input ? json_tokener_parse(job->input) : NULL;
+    free(job->input); /* parsed: the text is not needed again, and it can be large */
+    job->input = NULL;
     struct json_object *items = NULL;
     bj->text = json_object_object_get_ex(bj->input, "text_docs", &items);
     if (!bj->text)
