@@ -143,6 +143,12 @@ static int build(struct workers *w, const char *model_id, struct deployment **ou
     return MLR_OK;
 }
 
+int workers__deployment_build(struct workers *w, const char *model_id, struct deployment **out,
+                              char *err, size_t errlen)
+{
+    return build(w, model_id, out, err, errlen);
+}
+
 /* ---------------------------------- registry (loop thread) ---------------------------------- */
 
 static unsigned bucket(const char *id)
