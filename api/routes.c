@@ -68,6 +68,8 @@ static const struct api_route routes[] = {
      "Predict request has empty body"},
     {M(POST), ML "/_predict/{algorithm}/{id}", api_h_algorithm_predict, 0, REQ, MODEL,
      "Predict request has empty body"},
+    {M(POST), ML "/models/{id}/_batch_predict", api_h_model_batch_predict, 0, REQ, MODEL,
+     "Batch predict request has empty body"},
     {M(POST), ML "/models/_undeploy", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
     {M(POST), ML "/models/_unload", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
 
