@@ -217,7 +217,7 @@ static struct json_object *answer_map(struct json_object *response, long *status
     return map && json_object_is_type(map, json_type_object) ? map : NULL;
 }
 
-/* ---------------------------------- deployments for job calls ---------------------------------- */
+/* ------------------------------- deployments for job calls ------------------------------- */
 
 /*
  * Status and cancel calls need the model's connector and credentials but not a deployment that

@@ -290,7 +290,8 @@ static void on_listed(int status, struct store_task *tasks, int n, void *data)
         struct poll_job *j = mlr_xcalloc(1, sizeof(*j));
         j->bp = bp;
         snprintf(j->id, sizeof(j->id), "%s", tasks[i].id);
-        snprintf(j->model_id, sizeof(j->model_id), "%s", tasks[i].model_id ? tasks[i].model_id : "");
+        snprintf(j->model_id, sizeof(j->model_id), "%s",
+                 tasks[i].model_id ? tasks[i].model_id : "");
         j->doc = tasks[i].doc;
         tasks[i].doc = NULL; /* the job owns the document now */
         j->input = tasks[i].input ? mlr_xstrdup(tasks[i].input) : NULL;

@@ -121,8 +121,8 @@ static void synth_unknown_provider(void **state)
     assert_string_equal(e.reason, "Please configure the action type to get the batch job "
                                   "details in the connector");
     assert_int_equal(workers_batch_action(c, "CANCEL_BATCH_PREDICT", &a, &e), MLR_EINVAL);
-    assert_string_equal(e.reason,
-                        "Please configure the action type to cancel the batch job in the connector");
+    assert_string_equal(e.reason, "Please configure the action type to cancel the batch job in "
+                                  "the connector");
     assert_null(a);
     json_object_put(c);
 }
