@@ -378,7 +378,7 @@ static void on_open_counted(int status, int64_t count, void *data)
         return;
     }
     if (count >= max) {
-        fail(&e, 429, "m_l_limit_exceeded_exception",
+        fail(&e, 429, "status_exception", /* OpenSearchStatusException in ML Commons */
              "Exceeded maximum limit for BATCH_PREDICTION tasks. To increase the limit, update "
              "the plugins.ml_commons.max_batch_inference_tasks setting.");
         create_fail(b, &e);
