@@ -228,7 +228,7 @@ void workers_predict(struct workers *w, const char *model_id, struct json_object
                      workers_predict_cb cb, void *data);
 
 /* ------------------------------------------------------------------------------------------ */
-/* Offline batch predict (batch.c, poller.c; reference §6.9). Loop thread unless noted.        */
+/* Offline batch predict (batch_predict.c, poller.c; reference §6.9). Loop thread unless noted.        */
 /* ------------------------------------------------------------------------------------------ */
 
 /**

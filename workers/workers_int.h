@@ -27,7 +27,7 @@ struct workers {
     struct workers_http *http;       /* upstream client */
     struct autodeploy *autodeploys;  /* deploys started by predicts, with their waiters */
     struct predict_call *backoffs;   /* calls waiting to retry (loop thread) */
-    struct batch_poller *poller;     /* BATCH_PREDICTION status polling (batch.c) */
+    struct batch_poller *poller;     /* BATCH_PREDICTION status polling (batch_predict.c) */
 };
 
 /* Shutdown: fails every call waiting to retry now rather than when its timer fires. */
@@ -105,7 +105,7 @@ int workers__redeploy(struct workers *w, int enabled);
 int workers__deployment_build(struct workers *w, const char *model_id, struct deployment **out,
                               char *err, size_t errlen);
 
-/* A deployment of a model for one call (batch.c): @d is borrowed for the callback (take a
+/* A deployment of a model for one call (batch_predict.c): @d is borrowed for the callback (take a
  * reference to keep it), or NULL with the reason in @err. */
 typedef void (*workers__deployment_cb)(struct deployment *d, const char *err, void *data);
 

@@ -1,5 +1,5 @@
 /*
- * batch.c — offline batch predict (reference §6.9): creating a provider-side batch job, watching
+ * batch_predict.c — offline batch predict (reference §6.9): creating a provider-side batch job, watching
  * it until the provider says it is over, and cancelling it.
  *
  * A batch predict runs the connector's batch_predict action through the predict engine (same

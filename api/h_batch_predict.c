@@ -1,5 +1,5 @@
 /*
- * h_batch.c — `POST /_plugins/_ml/models/{id}/_batch_predict` (reference §6.9, spec §7): an
+ * h_batch_predict.c — `POST /_plugins/_ml/models/{id}/_batch_predict` (reference §6.9, spec §7): an
  * offline batch job at the model's provider, recorded as a BATCH_PREDICTION task. The work and
  * every refusal are in workers/ (workers_batch_predict); this maps the outcome. Loop thread.
  */
