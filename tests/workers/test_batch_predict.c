@@ -1,5 +1,6 @@
 /*
- * test_batch_predict.c — unit tests for the pure parts of workers/batch_predict.c and workers/poller.c: the
+ * test_batch_predict.c — unit tests for the pure parts of workers/batch_predict.c and
+ * workers/poller.c: the
  * status and cancel actions synthesised from a connector's batch_predict action (SageMaker,
  * OpenAI, Cohere, Bedrock, unknown providers, a connector's own actions winning), the parameter
  * map of a status call (TransformJobName from the ARN, percent-encoded processedJobArn, string
