@@ -207,6 +207,7 @@ void api_h_model_predict(struct api_req *req);
 void api_h_algorithm_predict(struct api_req *req);
 void api_h_model_batch_ingest(struct api_req *req);
 void api_h_task_results(struct api_req *req);
+void api_h_model_batch_predict(struct api_req *req);
 
 /** The register response {"task_id","status":"CREATED","model_id"}. */
 void api_send_registered(struct api_req *req, const char *task_id, const char *model_id);

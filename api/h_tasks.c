@@ -285,6 +285,23 @@ static void on_cancelled(const struct store_write_result *r, void *data)
     }
 }
 
+/* A BATCH_PREDICTION task is cancelled at its provider; any other task as before. */
+static void on_batch_cancelled(int handled, const struct workers_error *e, void *data)
+{
+    struct api_req *req = data;
+    if (handled && e) {
+        api_send_workers_error(req, e);
+    } else if (handled) {
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "status", json_object_new_string("OK"));
+        api_send_json(req, 200, o);
+    } else {
+        int rc = store_task_cancel(req->ctx->store, api_path_id(req, 0), on_cancelled, req);
+        if (rc != MLR_OK)
+            api_send_errorf(req, 500, "exception", "failed to cancel: %s", mlr_strerror(rc));
+    }
+}
+
 void api_h_task_cancel(struct api_req *req)
 {
     const char *id = api_path_id(req, 0);
@@ -292,7 +309,5 @@ void api_h_task_cancel(struct api_req *req)
         api_send_error(req, 404, "status_exception", "Failed to find task");
         return;
     }
-    int rc = store_task_cancel(req->ctx->store, id, on_cancelled, req);
-    if (rc != MLR_OK)
-        api_send_errorf(req, 500, "exception", "failed to cancel: %s", mlr_strerror(rc));
+    workers_batch_cancel(req->ctx->workers, id, on_batch_cancelled, req);
 }

@@ -70,6 +70,8 @@ static const struct api_route routes[] = {
      "Predict request has empty body"},
     {M(POST), ML "/models/{id}/_batch_ingest", api_h_model_batch_ingest, 0, REQ, MODEL,
      "Batch ingest request has empty body"},
+    {M(POST), ML "/models/{id}/_batch_predict", api_h_model_batch_predict, 0, REQ, MODEL,
+     "Batch predict request has empty body"},
     {M(POST), ML "/models/_undeploy", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
     {M(POST), ML "/models/_unload", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
 

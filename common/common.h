@@ -238,6 +238,7 @@ enum mlr_setting_id {
     MLR_S_MASTER_KEY_CACHE_TTL,       /* ...master_key_cache_ttl_minutes (static) */
     MLR_S_MAX_JSON_SIZE,              /* ...max_json_size */
     MLR_S_TASK_RETENTION,             /* mlrelay.task_retention (ours; time value, default 7d) */
+    MLR_S_BATCH_POLL_INTERVAL,        /* mlrelay.batch_predict.poll_interval (ours; default 60s) */
     MLR_S__COUNT
 };
 
@@ -294,10 +295,17 @@ int64_t mlr_settings_time_ms(const struct mlr_settings *s, enum mlr_setting_id i
 
 /**
  * Returns 1 when @subject (of @len bytes) fully matches at least one regex of the regex-list or
- * regex setting @id, 0 otherwise (also for an empty list). Thread-safe.
+ * regex setting @id, 0 otherwise (also for an empty list). The remote_job.status_regex.* settings
+ * are the exception: like ML Commons they match anywhere in @subject, ignoring case. Thread-safe.
  */
 int mlr_settings_match(const struct mlr_settings *s, enum mlr_setting_id id, const char *subject,
                        size_t len);
+
+/**
+ * The effective value of the string-list setting @id: a JSON array of strings, borrowed (valid
+ * while @s is referenced). Thread-safe.
+ */
+struct json_object *mlr_settings_strings(const struct mlr_settings *s, enum mlr_setting_id id);
 
 /** The number of compiled regexes of the regex or regex-list setting @id (0 for an empty list). */
 size_t mlr_settings_list_len(const struct mlr_settings *s, enum mlr_setting_id id);

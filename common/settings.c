@@ -78,6 +78,8 @@ struct setting_def {
     double dmin, dmax;        /* T_DOUBLE: inclusive bounds */
     const char *def;          /* scalar types: the built-in default, canonical string */
     const char *const *list;  /* list types: the default, NULL-terminated; NULL = empty list */
+    int find;                 /* T_REGEX: matches anywhere, case-insensitively (Java's
+                               * Pattern.CASE_INSENSITIVE with Matcher.find()), not in full */
 };
 
 /* The allow-list ML Commons ships (mlcommons-reference.md §2.2). */
@@ -103,6 +105,9 @@ static const char *const status_fields[] = {"status", "Status", "TransformJobSta
 #define INT(k, lo, hi, d)                                                                          \
     {.key = (ML_PREFIX k), .type = T_INT, .dynamic = 1, .min = (lo), .max = (hi), .def = (d)}
 #define REGEX(k, d) {.key = (ML_PREFIX k), .type = T_REGEX, .dynamic = 1, .def = (d)}
+/* ML Commons reads provider job statuses with find(), so "PartiallyCompleted" hits "completed". */
+#define STATUS_REGEX(k, d)                                                                         \
+    {.key = (ML_PREFIX k), .type = T_REGEX, .dynamic = 1, .def = (d), .find = 1}
 #define LIST(k, t, dyn, l) {.key = (ML_PREFIX k), .type = (t), .dynamic = (dyn), .list = (l)}
 
 static const struct setting_def registry[MLR_S__COUNT] = {
@@ -136,13 +141,13 @@ static const struct setting_def registry[MLR_S__COUNT] = {
     [MLR_S_MAX_BATCH_TASKS] = INT("max_batch_inference_tasks", 0, 10000, "100"),
     [MLR_S_REMOTE_JOB_STATUS_FIELD] = LIST("remote_job.status_field", T_STR_LIST, 1, status_fields),
     [MLR_S_REMOTE_JOB_COMPLETED] =
-        REGEX("remote_job.status_regex.completed", "(complete|completed|partiallyCompleted)"),
+        STATUS_REGEX("remote_job.status_regex.completed", "(complete|completed|partiallyCompleted)"),
     [MLR_S_REMOTE_JOB_CANCELLED] =
-        REGEX("remote_job.status_regex.cancelled", "(stopped|cancelled)"),
+        STATUS_REGEX("remote_job.status_regex.cancelled", "(stopped|cancelled)"),
     [MLR_S_REMOTE_JOB_CANCELLING] =
-        REGEX("remote_job.status_regex.cancelling", "(stopping|cancelling)"),
-    [MLR_S_REMOTE_JOB_EXPIRED] = REGEX("remote_job.status_regex.expired", "(expired|timeout)"),
-    [MLR_S_REMOTE_JOB_FAILED] = REGEX("remote_job.status_regex.failed", "(failed)"),
+        STATUS_REGEX("remote_job.status_regex.cancelling", "(stopping|cancelling)"),
+    [MLR_S_REMOTE_JOB_EXPIRED] = STATUS_REGEX("remote_job.status_regex.expired", "(expired|timeout)"),
+    [MLR_S_REMOTE_JOB_FAILED] = STATUS_REGEX("remote_job.status_regex.failed", "(failed)"),
     [MLR_S_MONITORING_REQUEST_COUNT] = INT("monitoring_request_count", 0, 10000000, "100"),
     [MLR_S_MASTER_KEY_CACHE_TTL] = {.key = ML_PREFIX "master_key_cache_ttl_minutes",
                                     .type = T_INT, .dynamic = 0, .min = 1, .max = 1440,
@@ -150,11 +155,14 @@ static const struct setting_def registry[MLR_S__COUNT] = {
     [MLR_S_MAX_JSON_SIZE] = INT("max_json_size", -1, 2147483647, "100000000"),
     [MLR_S_TASK_RETENTION] = {.key = "mlrelay.task_retention", .type = T_TIME, .dynamic = 1,
                               .def = "7d"},
+    [MLR_S_BATCH_POLL_INTERVAL] = {.key = "mlrelay.batch_predict.poll_interval", .type = T_TIME,
+                                   .dynamic = 1, .def = "60s"},
 };
 
 #undef BOOL
 #undef INT
 #undef REGEX
+#undef STATUS_REGEX
 #undef LIST
 
 static const struct setting_def *lookup(const char *key)
@@ -508,6 +516,7 @@ struct value {
     double dbl;           /* T_DOUBLE */
     pcre2_code **re;      /* T_REGEX / T_REGEX_LIST: compiled patterns, owned */
     size_t nre;           /* entries used in re */
+    struct json_object *list; /* T_STR_LIST: the effective list (one reference), else NULL */
 };
 
 static void value_cleanup(struct value *v)
@@ -515,6 +524,7 @@ static void value_cleanup(struct value *v)
     for (size_t i = 0; i < v->nre; i++)
         pcre2_code_free(v->re[i]);
     free(v->re);
+    json_object_put(v->list);
     memset(v, 0, sizeof(*v));
 }
 
@@ -575,12 +585,15 @@ static int parse_time(const struct setting_def *d, const char *s, struct value *
 }
 
 /* Compiles @s; on failure writes PCRE2's reason into @why and returns NULL. */
-static pcre2_code *regex_compile(const char *s, size_t len, char *why, size_t whylen)
+static pcre2_code *regex_compile(const char *s, size_t len, int find, char *why, size_t whylen)
 {
     int code;
     PCRE2_SIZE offset;
     PCRE2_UCHAR msg[160];
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)s, len, RX_OPTIONS, &code, &offset, NULL);
+    uint32_t opts = find ? (RX_OPTIONS & ~(uint32_t)(PCRE2_ANCHORED | PCRE2_ENDANCHORED)) |
+                               PCRE2_CASELESS
+                         : RX_OPTIONS;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)s, len, opts, &code, &offset, NULL);
     if (re == NULL) {
         if (pcre2_get_error_message(code, msg, sizeof(msg)) < 0)
             snprintf((char *)msg, sizeof(msg), "error %d", code);
@@ -601,7 +614,7 @@ static int parse_regex(const struct setting_def *d, const char *s, struct value 
         snprintf(why, sizeof(why), "regex is longer than %d characters", MAX_REGEX_CHARS);
         reason = why;
     } else {
-        re = regex_compile(s, len, why, sizeof(why));
+        re = regex_compile(s, len, d->find, why, sizeof(why));
         reason = re == NULL ? why : regex_scan(s, len);
     }
     if (reason != NULL) {
@@ -649,6 +662,8 @@ static int parse_value(const struct setting_def *d, struct json_object *canon, s
     memset(v, 0, sizeof(*v));
     if (d->type == T_REGEX || d->type == T_REGEX_LIST)
         v->re = mlr_xcalloc(n > 0 ? n : 1, sizeof(*v->re));
+    if (d->type == T_STR_LIST)
+        v->list = json_object_get(canon);
     if (!ops->is_list)
         return ops->parse(d, json_object_get_string(canon), v, e);
     for (size_t i = 0; i < n && rc == MLR_OK; i++)
@@ -1062,6 +1077,11 @@ int mlr_settings_match(const struct mlr_settings *s, enum mlr_setting_id id, con
                           s->mctx) >= 0;
     pcre2_match_data_free(md);
     return hit;
+}
+
+struct json_object *mlr_settings_strings(const struct mlr_settings *s, enum mlr_setting_id id)
+{
+    return typed(s, id, T_STR_LIST)->list;
 }
 
 size_t mlr_settings_list_len(const struct mlr_settings *s, enum mlr_setting_id id)

@@ -279,6 +279,21 @@ int store_task_recover(struct store *s, int *reset);
  */
 int store_task_cancel(struct store *s, const char *id, store_write_cb cb, void *data);
 
+/**
+ * Reads up to @max tasks of type @task_type that are not final yet (CREATED, RUNNING or
+ * CANCELLING), least recently updated first, on the read pool; @cb receives them as
+ * store_task_claim() hands tasks over (states unchanged). For tasks that are watched, not run:
+ * BATCH_PREDICTION. Returns MLR_ECLOSED (and never calls @cb) when the store is closing.
+ */
+int store_task_watch_list(struct store *s, const char *task_type, int max, store_claim_cb cb,
+                          void *data);
+
+/** Completion of a count: @count is valid when @status is MLR_OK. */
+typedef void (*store_count_cb)(int status, int64_t count, void *data);
+
+/** Counts the tasks of type @task_type that are not final yet, on the read pool. */
+int store_task_count_open(struct store *s, const char *task_type, store_count_cb cb, void *data);
+
 /** Deletes up to @max final tasks last updated before @before_ms; *deleted in r->count. */
 int store_task_purge(struct store *s, int64_t before_ms, int max, store_write_cb cb, void *data);
 

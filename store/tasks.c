@@ -122,12 +122,14 @@ static int claim_run(struct store__conn *c, struct store__op *op)
     struct claim_op *o = container_of(op, struct claim_op, op);
     char **ids = mlr_xcalloc((size_t)o->max, sizeof(char *));
     int n = 0;
-    /* Oldest CREATED first, then RUNNING tasks whose worker's lease ran out. */
-    int rc = select_ids(c, "SELECT id FROM tasks WHERE state = 'CREATED' ORDER BY create_time "
-                           "LIMIT ?1", o, ids, &n);
+    /* Oldest CREATED first, then RUNNING tasks whose worker's lease ran out. BATCH_PREDICTION
+     * tasks are never claimed: their work runs at the provider and a poller watches them
+     * (store_task_watch_list). The filter rides on the tasks_queue index scan. */
+    int rc = select_ids(c, "SELECT id FROM tasks WHERE state = 'CREATED' AND task_type <> "
+                           "'BATCH_PREDICTION' ORDER BY create_time LIMIT ?1", o, ids, &n);
     if (rc == MLR_OK && n < o->max)
         rc = select_ids(c, "SELECT id FROM tasks WHERE state = 'RUNNING' AND lease_until_ms < ?2 "
-                           "LIMIT ?1", o, ids, &n);
+                           "AND task_type <> 'BATCH_PREDICTION' LIMIT ?1", o, ids, &n);
     for (int i = 0; i < n && rc == MLR_OK; i++)
         rc = claim_one(c, o, ids[i]);
     for (int i = 0; i < n; i++)

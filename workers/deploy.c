@@ -139,8 +139,16 @@ static int build(struct workers *w, const char *model_id, struct deployment **ou
     d->connector = conn;
     d->credential = plain;
     d->deployed_ms = mlr_now_ms();
+    d->heap_idx = -1; /* not in the TTL heap until installed */
+    d->ttl_ms = -1;
     *out = d;
     return MLR_OK;
+}
+
+int workers__deployment_build(struct workers *w, const char *model_id, struct deployment **out,
+                              char *err, size_t errlen)
+{
+    return build(w, model_id, out, err, errlen);
 }
 
 /* ---------------------------------- registry (loop thread) ---------------------------------- */

@@ -34,7 +34,10 @@ struct predict {
     struct json_object *requests;  /* parameter sets, one per upstream call */
     struct json_object *results;   /* inference_results, filled by call index */
     struct mlr_settings *settings; /* snapshot for the whole predict */
-    struct json_object *action;    /* the connector's predict action (borrowed from d) */
+    struct json_object *action;    /* the connector action to run (a reference), or NULL */
+    const char *type;              /* static: its action type, "PREDICT", "BATCH_PREDICT", ... */
+    long upstream_status;          /* HTTP status of the provider's failing answer, 0 if none */
+    workers__action_cb acb;        /* set instead of cb for actions other than predict */
     int ncalls;
     int pending;                   /* calls not finished */
     int ndocs;                     /* docs sent (rerank post-processing) */
@@ -81,14 +84,13 @@ static int64_t cc_int(struct deployment *d, const char *k, int64_t def)
 
 #define fail workers_error_set
 
-/* The connector's predict action (first action of type PREDICT), or NULL. */
-static struct json_object *predict_action(struct json_object *connector)
+struct json_object *workers__action_find(struct json_object *connector, const char *type)
 {
     struct json_object *actions = get(connector, "actions");
     for (size_t i = 0; actions && i < json_object_array_length(actions); i++) {
         struct json_object *a = json_object_array_get_idx(actions, i);
         const char *t = get_str(a, "action_type");
-        if (t && strcasecmp(t, "PREDICT") == 0)
+        if (t && strcasecmp(t, type) == 0)
             return a;
     }
     return NULL;
@@ -104,20 +106,23 @@ static void predict_free(struct predict *p)
     json_object_put(p->body);
     json_object_put(p->requests);
     json_object_put(p->results);
+    json_object_put(p->action);
     mlr_settings_unref(p->settings);
     free(p);
 }
 
 static void predict_finish(struct predict *p)
 {
-    if (p->failed) {
-        p->cb(NULL, &p->error, p->data);
-    } else {
-        struct json_object *out = json_object_new_object();
+    struct json_object *out = NULL;
+    if (!p->failed) {
+        out = json_object_new_object();
         json_object_object_add(out, "inference_results", json_object_get(p->results));
-        p->cb(out, NULL, p->data);
-        json_object_put(out);
     }
+    if (p->acb)
+        p->acb(out, p->failed ? &p->error : NULL, p->upstream_status, p->data);
+    else
+        p->cb(out, p->failed ? &p->error : NULL, p->data);
+    json_object_put(out);
     predict_free(p);
 }
 
@@ -324,6 +329,8 @@ static void on_http_done(struct workers_http_req *r, void *data)
     }
     if (maybe_retry(c))
         return;
+    if (!c->p->failed && c->http.curl_code == 0 && !c->http.private_refused)
+        c->p->upstream_status = c->http.status; /* the provider did answer: batch jobs log it */
     map_failure(c, &e);
     call_fail(c, &e);
 }
@@ -406,8 +413,10 @@ static void setup_sigv4(struct predict *p, struct predict_call *c)
 static int render_call(struct predict *p, struct predict_call *c, struct workers_error *e)
 {
     struct json_object *action = p->action;
-    if (action == NULL)
+    if (action == NULL && strcmp(p->type, "PREDICT") == 0)
         return fail(e, 400, IAE, "no predict action configured for this connector");
+    if (action == NULL) /* ML Commons' RemoteConnectorExecutor wording */
+        return fail(e, 400, IAE, "no %s action found", p->type);
     const char *tmpl = get_str(action, "request_body");
     const char *method = get_str(action, "method");
     int rc = workers_template_render(get_str(action, "url"), c->params, NULL, &c->url, e);
@@ -420,7 +429,9 @@ static int render_call(struct predict *p, struct predict_call *c, struct workers
     } else if (rc == MLR_OK && get_str(c->params, "http_body")) {
         c->body = mlr_xstrdup(get_str(c->params, "http_body"));
     }
-    if (rc == MLR_OK && method && strcasecmp(method, "POST") == 0 && (!c->body || !*c->body))
+    /* A synthesised cancel (POST .../cancel) has no body by design; the providers take that. */
+    if (rc == MLR_OK && method && strcasecmp(method, "POST") == 0 && (!c->body || !*c->body) &&
+        !json_object_get_boolean(get(action, WORKERS__SYNTHESISED)))
         rc = fail(e, 400, IAE, "Content length is 0. Aborting request to remote model");
     if (rc == MLR_OK)
         rc = render_headers(p, c, e);
@@ -581,8 +592,8 @@ static void launch(struct predict *p)
         predict_finish(p);
 }
 
-void workers__predict_run(struct workers *w, struct deployment *d, struct json_object *body,
-                          workers_predict_cb cb, void *data)
+static struct predict *predict_new(struct workers *w, struct deployment *d,
+                                   struct json_object *body, void *data)
 {
     struct predict *p = mlr_xcalloc(1, sizeof(*p));
     p->w = w;
@@ -590,14 +601,47 @@ void workers__predict_run(struct workers *w, struct deployment *d, struct json_o
     p->body = json_object_get(body);
     p->results = json_object_new_array();
     p->settings = workers_settings_get(w);
-    p->action = predict_action(d->connector);
-    p->cb = cb;
+    p->type = "PREDICT";
     p->data = data;
+    return p;
+}
+
+static void predict_start(struct predict *p);
+
+void workers__predict_run(struct workers *w, struct deployment *d, struct json_object *body,
+                          workers_predict_cb cb, void *data)
+{
+    struct predict *p = predict_new(w, d, body, data);
+    p->action = json_object_get(workers__action_find(d->connector, "PREDICT"));
+    p->cb = cb;
     workers__ttl_touch(w, d);
+    predict_start(p);
+}
+
+void workers__action_run(struct workers *w, struct deployment *d, const char *type,
+                         struct json_object *action, struct json_object *body,
+                         workers__action_cb cb, void *data)
+{
+    struct predict *p = predict_new(w, d, body, data);
+    p->type = type;
+    p->action = json_object_get(action ? action : workers__action_find(d->connector, type));
+    p->acb = cb;
+    predict_start(p);
+}
+
+/* The refusals every action shares (reference §6.8 step 2 and 5), then the calls. */
+static void predict_start(struct predict *p)
+{
+    struct deployment *d = p->d;
     struct json_object *enabled = get(d->model, "is_enabled");
+    /* Job status and cancel calls are bookkeeping of a job already accepted: ML Commons runs
+     * them without the model's flag or rate limiter, and so do we. */
+    int bookkeeping = strcmp(p->type, "PREDICT") != 0 && strcmp(p->type, "BATCH_PREDICT") != 0;
+    if (bookkeeping)
+        enabled = NULL;
     if (enabled && !json_object_get_boolean(enabled))
         p->failed = fail(&p->error, 403, "status_exception", "Model is disabled.") != MLR_OK;
-    else if (rate_limited(d))
+    else if (!bookkeeping && rate_limited(d))
         p->failed = fail(&p->error, 429, "status_exception",
                          "Request is throttled at model level.") != MLR_OK;
     else if (plan_calls(p, &p->error) != MLR_OK)
@@ -618,7 +662,9 @@ void workers__predict_run(struct workers *w, struct deployment *d, struct json_o
  */
 struct pending_predict {
     struct json_object *body;
-    workers_predict_cb cb;
+    const char *type;              /* static: the action to run, "PREDICT" for a predict */
+    workers_predict_cb cb;         /* predict */
+    workers__action_cb acb;        /* any other action */
     void *data;
     struct pending_predict *next;
 };
@@ -647,8 +693,12 @@ static void autodeploy_done(struct autodeploy *a, const struct workers_error *e)
     while (a->waiters) {
         struct pending_predict *pp = a->waiters;
         a->waiters = pp->next;
-        if (d)
+        if (d && pp->acb)
+            workers__action_run(w, d, pp->type, NULL, pp->body, pp->acb, pp->data);
+        else if (d)
             workers__predict_run(w, d, pp->body, pp->cb, pp->data);
+        else if (pp->acb)
+            pp->acb(NULL, e ? e : &failed, 0, pp->data);
         else
             pp->cb(NULL, e ? e : &failed, pp->data);
         json_object_put(pp->body);
@@ -739,18 +789,20 @@ static void on_model_read(int status, struct store_doc *doc, void *data)
     }
 }
 
-void workers_predict(struct workers *w, const char *model_id, struct json_object *body,
-                     workers_predict_cb cb, void *data)
+/* Runs @pp now when the model is deployed here, else after the deploy it starts or joins. */
+static void predict_or_deploy(struct workers *w, const char *model_id,
+                              struct pending_predict *pp)
 {
     struct deployment *d = workers_deployment_get(w, model_id);
     if (d) {
-        workers__predict_run(w, d, body, cb, data);
+        if (pp->acb)
+            workers__action_run(w, d, pp->type, NULL, pp->body, pp->acb, pp->data);
+        else
+            workers__predict_run(w, d, pp->body, pp->cb, pp->data);
+        json_object_put(pp->body);
+        free(pp);
         return;
     }
-    struct pending_predict *pp = mlr_xcalloc(1, sizeof(*pp));
-    pp->body = json_object_get(body);
-    pp->cb = cb;
-    pp->data = data;
     struct autodeploy *a = w->autodeploys;
     while (a && strcmp(a->model_id, model_id) != 0)
         a = a->next;
@@ -770,6 +822,28 @@ void workers_predict(struct workers *w, const char *model_id, struct json_object
         fail(&e, 500, "exception", "cannot read the model");
         autodeploy_done(a, &e);
     }
+}
+
+void workers_predict(struct workers *w, const char *model_id, struct json_object *body,
+                     workers_predict_cb cb, void *data)
+{
+    struct pending_predict *pp = mlr_xcalloc(1, sizeof(*pp));
+    pp->body = json_object_get(body);
+    pp->type = "PREDICT";
+    pp->cb = cb;
+    pp->data = data;
+    predict_or_deploy(w, model_id, pp);
+}
+
+void workers__action(struct workers *w, const char *model_id, const char *type,
+                     struct json_object *body, workers__action_cb cb, void *data)
+{
+    struct pending_predict *pp = mlr_xcalloc(1, sizeof(*pp));
+    pp->body = json_object_get(body);
+    pp->type = type;
+    pp->acb = cb;
+    pp->data = data;
+    predict_or_deploy(w, model_id, pp);
 }
 
 /* ---------------------------------- async predict (spec §7) ---------------------------------- */

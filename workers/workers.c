@@ -27,6 +27,7 @@ void workers_free(struct workers *w)
 {
     if (w == NULL)
         return;
+    workers__poller_free(w);
     workers__registry_clear(w);
     mlr_settings_unref(w->settings);
     pthread_mutex_destroy(&w->lock);
@@ -110,6 +111,7 @@ int workers_start(struct workers *w, struct store *s, const unsigned char *maste
         snprintf(err, errlen, "cannot start the task queue: %s", mlr_strerror(rc));
         return rc;
     }
+    workers__poller_start(w);
     if (recovered > 0)
         mlr_log(MLR_LOG_INFO, "workers", "re-running %d tasks left running by the last process",
                 recovered);
@@ -157,6 +159,7 @@ void workers_stop(struct workers *w, workers_stopped_cb cb, void *data)
     struct queue *q = w->queue;
     w->queue = NULL;
     workers__batch_stop_all(w);
+    workers__poller_stop(w);
     workers__predict_abort_backoffs(w);
     queue_close(q, on_queue_closed, sc);
 }

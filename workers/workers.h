@@ -246,6 +246,69 @@ int workers_batch_ingest_build(struct json_object *body, char **input, int64_t *
 
 /** A BATCH_INGEST task was cancelled (committed): its job, if running here, stops. */
 void workers_batch_cancelled(struct workers *w, const char *task_id);
+/* Offline batch predict (batch_predict.c, poller.c; reference §6.9). Loop thread unless noted.        */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * `_batch_predict` on model @model_id with @body ({"parameters":{...}}, optional
+ * "dlq":{"bucket","region"}; borrowed): checks offline_batch_inference_enabled (400
+ * illegal_state_exception), the dlq (400) and max_batch_inference_tasks against the open
+ * BATCH_PREDICTION tasks (429), runs the connector's batch_predict action like a predict
+ * (auto-deploying the model), and stores a BATCH_PREDICTION task whose remote_job is the
+ * provider's answer (plus dlq). @cb gets {"task_id","status":"CREATED","remote_job"} once the
+ * task is committed, or the error: the predict engine's refusals, 404 "Unable to create batch
+ * transform job" when the provider did not accept the job. Called exactly once.
+ */
+void workers_batch_predict(struct workers *w, const char *model_id, struct json_object *body,
+                           workers_predict_cb cb, void *data);
+
+/**
+ * Completion of workers_batch_cancel(): @handled 0 means the task is not a BATCH_PREDICTION
+ * task (the caller cancels it its usual way; @e is NULL). Otherwise @e is NULL when the
+ * provider accepted the cancel, else the error to answer.
+ */
+typedef void (*workers_batch_cancel_cb)(int handled, const struct workers_error *e, void *data);
+
+/**
+ * Cancels task @task_id at its provider when it is a BATCH_PREDICTION task, through the
+ * connector's cancel_batch_predict action (or the synthesised one). The task's state is left to
+ * the poller, which sees the provider's cancelling/cancelled status. @cb is called exactly once.
+ */
+void workers_batch_cancel(struct workers *w, const char *task_id, workers_batch_cancel_cb cb,
+                          void *data);
+
+/**
+ * The action of @type ("BATCH_PREDICT_STATUS" or "CANCEL_BATCH_PREDICT") to run for a batch job
+ * of @connector: the connector's own, else one synthesised from its batch_predict action as ML
+ * Commons does: a URL (connector parameters substituted) containing "sagemaker" gets
+ * CreateTransformJob replaced by DescribeTransformJob/StopTransformJob, POST, body
+ * {"TransformJobName"}; "openai" or "cohere": GET <url>/${parameters.id}, POST .../cancel;
+ * "bedrock": GET <url>/${parameters.processedJobArn}, POST .../stop; the first name found wins,
+ * in that order. Headers are the batch_predict action's. Returns MLR_OK with *@out a new
+ * reference, or MLR_EINVAL with @e (400): no batch_predict action, or an unknown provider
+ * ("Please configure the action type to get the batch job details in the connector", or "... to
+ * cancel the batch job ..."). Pure; any thread.
+ */
+int workers_batch_action(struct json_object *connector, const char *type,
+                         struct json_object **out, struct workers_error *e);
+
+/**
+ * The request parameters of a status or cancel call: @request_params (the batch predict's, may
+ * be NULL), overlaid by every string member of @remote_job, plus TransformJobName (the last
+ * '/'-segment of TransformJobArn) and processedJobArn (jobArn percent-encoded) when absent.
+ * Connector parameters come below these when the call is rendered. Returns a new object. Pure.
+ */
+struct json_object *workers_batch_params(struct json_object *request_params,
+                                         struct json_object *remote_job);
+
+/**
+ * The task state a provider job status maps to: the value of the first member of @remote_job
+ * named in remote_job.status_field, matched (anywhere, ignoring case) against the
+ * status_regex settings in the order cancelling, cancelled, completed, expired, failed.
+ * Returns "CANCELLING", ..., or NULL when no field is present or nothing matches (the state is
+ * kept). Pure; any thread.
+ */
+const char *workers_batch_state(struct mlr_settings *s, struct json_object *remote_job);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Upstream HTTP (http.c): libcurl multi-socket on the libuv loop. Loop thread only.           */

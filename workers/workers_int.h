@@ -43,12 +43,14 @@ struct workers {
     struct predict_call *backoffs;   /* calls waiting to retry (loop thread) */
     struct workers_ttl ttl;          /* TTL heap and last-use flushing */
     struct batch_job *batch_jobs;    /* running batch ingestion jobs (batch.c) */
+    struct batch_poller *poller;     /* BATCH_PREDICTION status polling (batch_predict.c) */
 };
 
 /* Shutdown: fails every call waiting to retry now rather than when its timer fires. */
 void workers__predict_abort_backoffs(struct workers *w);
 
 struct autodeploy;
+struct batch_poller;
 
 struct batch_job;
 /* Batch ingestion (batch.c): runs BATCH_INGEST task @job on the loop (returns 1); stop_all
@@ -62,6 +64,36 @@ int workers__runner_start(struct queue_job *job, void *data);
 /* Runs a predict on deployment @d (predict.c). */
 void workers__predict_run(struct workers *w, struct deployment *d, struct json_object *body,
                           workers_predict_cb cb, void *data);
+
+/*
+ * Completion of a connector action other than predict (predict.c): @response
+ * ({"inference_results":[...]}, borrowed) or @e; @upstream_status is the HTTP status of the
+ * provider's answer when the provider answered with a failure, else 0.
+ */
+typedef void (*workers__action_cb)(struct json_object *response, const struct workers_error *e,
+                                   long upstream_status, void *data);
+
+/* The connector's first action of type @type ("PREDICT", ...; any case), borrowed, or NULL. */
+struct json_object *workers__action_find(struct json_object *connector, const char *type);
+
+/* Marks an action object built by workers_batch_action() rather than configured: a POST
+ * without a body is then sent as is. Never stored. */
+#define WORKERS__SYNTHESISED "_mlrelay_synthesised"
+
+/*
+ * Runs the connector action @type (static string) of deployment @d like a predict of @body:
+ * same templating, credentials, SigV4, trusted-URL and private-address checks, retries and
+ * post-processing. @action, when non-NULL, is run instead of the connector's own (a synthesised
+ * batch status or cancel action). Status and cancel calls skip the model's is_enabled flag and
+ * rate limiter. @cb is called exactly once.
+ */
+void workers__action_run(struct workers *w, struct deployment *d, const char *type,
+                         struct json_object *action, struct json_object *body,
+                         workers__action_cb cb, void *data);
+
+/* workers__action_run() on model @model_id, auto-deploying it first as a predict does. */
+void workers__action(struct workers *w, const char *model_id, const char *type,
+                     struct json_object *body, workers__action_cb cb, void *data);
 
 struct predict_call;
 
@@ -104,6 +136,25 @@ void workers__ttl_touch(struct workers *w, struct deployment *d);
 void workers__ttl_close(struct workers *w, workers_stopped_cb cb, void *data);
 /* Heap entries that came due and deployments expired since start (benchmarks, stats). */
 void workers__ttl_stats(const struct workers *w, uint64_t *checks, uint64_t *expired);
+/* Builds a deployment of @model_id that is not installed anywhere (deploy.c): for work on a
+ * model that need not be deployed, such as polling a batch job. Pool thread (it reads the
+ * store); the caller drops the reference. */
+int workers__deployment_build(struct workers *w, const char *model_id, struct deployment **out,
+                              char *err, size_t errlen);
+
+/* A deployment of a model for one call (batch_predict.c): @d is borrowed for the callback (take a
+ * reference to keep it), or NULL with the reason in @err. */
+typedef void (*workers__deployment_cb)(struct deployment *d, const char *err, void *data);
+
+/* Calls @cb with the registry's deployment of @model_id, or with one built on the pool for the
+ * call when the model is not deployed here (a model is not redeployed just to be polled). */
+void workers__deployment_for(struct workers *w, const char *model_id, workers__deployment_cb cb,
+                             void *data);
+
+/* The batch job poller (poller.c): started with the queue, stopped before it, freed last. */
+void workers__poller_start(struct workers *w);
+void workers__poller_stop(struct workers *w);
+void workers__poller_free(struct workers *w);
 
 /* Drops every deployment (shutdown). */
 void workers__registry_clear(struct workers *w);

@@ -21,6 +21,18 @@ what mlrelay rendered and sent, and answers by path:
   /retry-after/<s>         first request 429 with Retry-After: <s>, then 200
   /inflight/<ms>           like /slow, counting requests in progress (Upstream.inflight, and the
                            highest count seen in Upstream.max_inflight)
+  /v1/batches              OpenAI batch API (also under /openai/v1/batches, so that a URL
+                           naming "openai" gets mlrelay's synthesised status/cancel actions):
+      POST /v1/batches               -> {"id":"batch_<n>","object":"batch","status":"validating"}
+                                        The body's "mock" object steers the job: "steps" (status
+                                        GETs answering in_progress before the outcome, default 1),
+                                        "outcome" (default "completed"; e.g. "failed"),
+                                        "status_error" (every status GET answers that code),
+                                        "cancel_error" (cancel answers that code),
+                                        "create_error" (this POST answers that code).
+      GET  /v1/batches/<id>          -> in_progress `steps` times, then the outcome; after a
+                                        cancel: cancelling once, then cancelled
+      POST /v1/batches/<id>/cancel   -> {"status":"cancelling"}
 Anything else is 404.
 """
 
@@ -66,8 +78,12 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             parsed = None
         parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[:3] == ["openai", "v1", "batches"]:
+            parts = parts[1:]
         route = getattr(self, "_r_" + parts[0].replace("-", "_"), None)
-        if parts[:2] == ["v1", "chat"]:
+        if parts[:2] == ["v1", "batches"]:
+            route = self._r_batches
+        elif parts[:2] == ["v1", "chat"]:
             route = self._r_chat
         elif parts[:2] == ["v1", "completions"]:
             route = self._r_completions
@@ -143,6 +159,57 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(200, {"ok": True, "attempt": count})
 
+    def _r_batches(self, parts, body, rec, count):
+        up = self.server.upstream
+        if len(parts) == 2 and self.command == "POST":
+            mock = (body or {}).get("mock") or {}
+            if mock.get("create_error"):
+                self._send(int(mock["create_error"]), {"error": {"message": "rejected"}})
+                return
+            with up.lock:
+                up.batch_seq += 1
+                job = {"id": "batch_%d" % up.batch_seq, "object": "batch",
+                       "endpoint": (body or {}).get("endpoint"),
+                       "input_file_id": (body or {}).get("input_file_id"),
+                       "completion_window": "24h", "status": "validating",
+                       "created_at": int(time.time())}
+                up.batches[job["id"]] = {"job": dict(job), "mock": mock, "gets": 0,
+                                         "cancelled": 0}
+            self._send(200, job)
+            return
+        with up.lock:
+            b = up.batches.get(parts[2]) if len(parts) > 2 else None
+            if b is None:
+                self._send(404, {"error": {"message": "No batch found"}})
+                return
+            mock = b["mock"]
+            if len(parts) == 4 and parts[3] == "cancel" and self.command == "POST":
+                if mock.get("cancel_error"):
+                    self._send(int(mock["cancel_error"]), {"error": {"message": "cannot"}})
+                    return
+                b["cancelled"] = 1
+                job = dict(b["job"], status="cancelling")
+                self._send(200, job)
+                return
+            if len(parts) != 3 or self.command != "GET":
+                self._send(404, {"message": "no such path"})
+                return
+            if mock.get("status_error"):
+                self._send(int(mock["status_error"]), {"error": {"message": "unavailable"}})
+                return
+            b["gets"] += 1
+            if b["cancelled"]:
+                status = "cancelling" if b["cancelled"] == 1 else "cancelled"
+                b["cancelled"] += 1
+            elif b["gets"] <= int(mock.get("steps", 1)):
+                status = "in_progress"
+            else:
+                status = mock.get("outcome", "completed")
+            job = dict(b["job"], status=status)
+            if status == "completed":
+                job["output_file_id"] = "file-out-" + job["id"]
+            self._send(200, job)
+
     def _r_text(self, parts, body, rec, count):
         self._send(200, b"plain words", "text/plain")
 
@@ -180,6 +247,8 @@ class Upstream:
         self.counts = {}
         self.inflight = 0
         self.max_inflight = 0
+        self.batches = {}
+        self.batch_seq = 0
         self.lock = threading.Lock()
         self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.daemon_threads = True
