@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,21 @@ static int load_node_id(struct app *a, char *err, size_t errlen)
 }
 
 /* Lets the process use as many descriptors as the hard limit allows (one per connection). */
+/*
+ * glibc gives every thread that allocates its own malloc arena (up to 8 per core), and memory
+ * freed into one arena is not reused by another: a large request parsed on the loop, copied by
+ * the store writer and parsed again on a pool thread (a batch ingestion job) leaves its peak in
+ * three arenas. Two arenas keep resident memory near what is live (100 MB instead of 190 MB
+ * for a 100,000-doc job) at no measurable cost in throughput. MALLOC_ARENA_MAX, when set, wins.
+ */
+static void limit_malloc_arenas(void)
+{
+#ifdef M_ARENA_MAX
+    if (getenv("MALLOC_ARENA_MAX") == NULL)
+        mallopt(M_ARENA_MAX, 2);
+#endif
+}
+
 static void raise_fd_limit(void)
 {
     struct rlimit rl;
@@ -216,6 +232,7 @@ int main(int argc, char **argv)
     umask(077); /* the database, its WAL and the key file are for this user only */
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+    limit_malloc_arenas();
     /* libuv's pool runs the store's reads and the tasks; size it before its first use. */
     char pool[32];
     snprintf(pool, sizeof(pool), "%lld", (long long)a.cfg.workers_threads + 4);

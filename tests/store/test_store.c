@@ -111,6 +111,34 @@ static void migrate_existing_database_keeps_data(void **state)
     store_close(s);
 }
 
+/* A database made by the first release (schema 1) opens with today's binary: 0002 adds the batch
+ * results table and every existing row stays. */
+static void migrate_upgrades_schema_1(void **state)
+{
+    struct fixture *f = *state;
+    sqlite3 *db;
+    char err[256] = "";
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(store__migrate(db, store__migrations, 1, err, sizeof(err)), MLR_OK);
+    sqlite3_close(db);
+    assert_int_equal(user_version(f->path), 1);
+    exec_sql(f->path, "INSERT INTO tasks(id, task_type, state, create_time, last_update_time, "
+                      "doc) VALUES('t1', 'BATCH_INGEST', 'RUNNING', 1, 1, '{}')");
+    struct store *s = open_store(f);
+    assert_true(store_schema_version(s) >= 2);
+    store_close(s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    exec_sql(f->path, "INSERT INTO batch_results VALUES('t1', 0, 2, 0, '[{},{}]')");
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM tasks JOIN batch_results ON "
+                                            "task_id = id", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 static const struct store__migration fake_v1[] = {
     {1, "0001_a", "CREATE TABLE a(x INTEGER);"},
 };
@@ -408,6 +436,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(migrate_empty_database, setup, teardown),
         cmocka_unit_test_setup_teardown(migrate_existing_database_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(migrate_upgrades_schema_1, setup, teardown),
         cmocka_unit_test_setup_teardown(migrate_applies_only_new_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(migrate_refuses_newer_database, setup, teardown),
         cmocka_unit_test_setup_teardown(migrate_failure_rolls_back_that_step, setup, teardown),
