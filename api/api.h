@@ -60,6 +60,27 @@ void mlr_config_cleanup(struct mlr_config *cfg);
 extern const char mlr_usage_text[];
 
 /* ------------------------------------------------------------------------------------------ */
+/* Users and authentication (auth.c)                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+struct api_auth;
+
+/**
+ * Loads the users (synchronously, at start-up) and starts polling them for changes. Returns
+ * MLR_OK with *@out, or an error with a message in @err.
+ */
+int api_auth_open(uv_loop_t *loop, struct store *s, struct api_auth **out, char *err,
+                  size_t errlen);
+/**
+ * With no user yet, creates user "admin" (role all_access) with @password (spec §1,
+ * MLRELAY_ADMIN_PASSWORD); a no-op when users exist or @password is NULL/empty. Slow (hashes).
+ */
+int api_auth_bootstrap(struct api_auth *a, const char *password);
+/** Stops polling and frees @a once its timer closed (run the loop). Accepts NULL. */
+void api_auth_close(struct api_auth *a);
+/** Whether any user exists (then every request needs HTTP Basic credentials). */
+int api_auth_enabled(const struct api_auth *a);
+/* ------------------------------------------------------------------------------------------ */
 /* Server                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -72,6 +93,7 @@ struct api_context {
     const char *node_id;          /* this node's 20-char id (data/node.id) */
     const char *node_name;        /* shown by GET / */
     const unsigned char *master_key; /* MLR_MASTER_KEY_LEN bytes sealing credentials */
+    struct api_auth *auth;        /* users and HTTP Basic authentication */
 };
 
 /**

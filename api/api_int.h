@@ -22,6 +22,20 @@ enum api_route_flags {
     API_BODY_REQUIRED = 1 << 1, /* with API_BODY_JSON: an empty body is a 400 */
 };
 
+/*
+ * An access guard of a route (access.c): when access control restricts the caller, the document
+ * named by path parameter @param must be one the caller may use, else the route answers
+ * @status/@type/@reason (followed by the id when @append_id).
+ */
+struct api_guard {
+    int kind;                 /* enum store_kind of the document */
+    int param;                /* index in req->params of its id */
+    int status;
+    const char *type;
+    const char *reason;
+    int append_id;
+};
+
 /* One row of the route table (api/routes.c). */
 struct api_route {
     unsigned methods;         /* bit mask of 1 << HTTP_xxx; GET routes also answer HEAD */
@@ -31,6 +45,7 @@ struct api_route {
     unsigned flags;           /* enum api_route_flags */
     int kind;                 /* enum store_kind for the shared document handlers */
     const char *empty_body;   /* reason for a missing required body (parse_exception) */
+    const struct api_guard *guard; /* access check before the handler, or NULL */
 };
 
 #define API_MAX_PARAMS 4
@@ -63,7 +78,36 @@ struct api_req {
     int pretty;                       /* ?pretty */
     int responded;                    /* an api_send_*() happened */
     int64_t start_ms;                 /* monotonic, first byte seen */
+    char client[48];                  /* the client's IP address (copied from the connection) */
+    struct workers_user *user;        /* the authenticated caller; NULL without users */
+    struct workers_caller caller;     /* api_req_caller(), filled on first use */
+    int caller_ready;
+    struct store_access access;       /* api_req_access(), filled on first use */
 };
+
+/* ---------------------------------- callers (auth.c, access.c) ---------------------------------- */
+
+/**
+ * Authenticates @req from its Authorization header: on success sets req->user and calls
+ * api__dispatch_authenticated(); otherwise answers 401 (or 429 when rate-limited).
+ */
+void api_auth_check(struct api_auth *a, struct api_req *req);
+/** The dispatcher's second half: everything after authentication (routes.c). */
+void api__dispatch_authenticated(struct api_req *req);
+
+/** The caller of @req for the workers' builders (never NULL; user NULL without users). */
+const struct workers_caller *api_req_caller(struct api_req *req);
+/** The store_access of @req, or NULL when nothing restricts it (no users, admin, AC off). */
+const struct store_access *api_req_access(struct api_req *req);
+/** Runs the route's guard (if any, and if it applies), then the handler. */
+void api__guard_then_handle(struct api_req *req);
+
+/** Result of api_access_check_all(): MLR_OK, MLR_EPERM (@denied: the first id refused) or an
+ * error. */
+typedef void (*api_checked_cb)(struct api_req *req, int status, const char *denied);
+/** Checks that the caller may use every one of @ids (borrowed until @done) of @kind. */
+void api_access_check_all(struct api_req *req, enum store_kind kind, const char *const *ids,
+                          int n, api_checked_cb done);
 
 /* ---------------------------------- responses (response.c) ---------------------------------- */
 
@@ -156,6 +200,7 @@ struct api_conn {
     int linger;                   /* after shutdown, drain input until EOF or timeout */
     int stop_requested;           /* server is stopping: close after the current response */
     int reject;                   /* over the connection cap: answer 429 and close */
+    char peer[48];                /* the client's IP address ("-" if unknown) */
     struct api_conn *prev, *next; /* the server's list of open connections */
 };
 

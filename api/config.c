@@ -174,10 +174,6 @@ static int file_entry(struct mlr_config *cfg, const char *key, struct json_objec
     return rc;
 }
 
-static const char *const access_control_keys[] = {
-    "plugins.ml_commons.model_access_control_enabled",
-    "plugins.ml_commons.connector_access_control_enabled", NULL};
-
 static int load_file(struct mlr_config *cfg, const char *path, char *err, size_t errlen)
 {
     char why[400];
@@ -200,14 +196,6 @@ static int load_file(struct mlr_config *cfg, const char *path, char *err, size_t
         json_object_put(cfg->cluster);
         cfg->cluster = NULL;
         rc = mlr_settings_normalize(cluster, "config", &cfg->cluster, why, sizeof(why));
-    }
-    for (const char *const *k = access_control_keys; rc == MLR_OK && *k; k++) {
-        struct json_object *v = json_object_object_get(cfg->cluster, *k);
-        if (v && strcmp(json_object_get_string(v), "true") == 0) {
-            /* Access control needs users, which cannot be configured yet (spec §8). */
-            snprintf(why, sizeof(why), "[%s] cannot be true: no users are configured", *k);
-            rc = MLR_EINVAL;
-        }
     }
     if (rc != MLR_OK)
         snprintf(err, errlen, "config file %s: %s", path, why);

@@ -260,6 +260,7 @@ static int on_message_begin(http_parser *p)
     req->srv = c->srv;
     req->ctx = api__server_context(c->srv);
     req->start_ms = mlr_mono_ms();
+    memcpy(req->client, c->peer, sizeof(req->client));
     c->req = req;
     c->header_bytes = 0;
     c->in_value = 0;

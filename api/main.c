@@ -33,6 +33,7 @@ struct app {
     struct store *store;
     struct workers *workers;
     struct api_server *server;
+    struct api_auth *auth;        /* users; HTTP Basic authentication */
     uv_signal_t sigterm;
     uv_signal_t sigint;
     char node_id[MLR_ID_LEN + 1];
@@ -127,6 +128,8 @@ static void on_workers_stopped(void *data)
 static void on_server_stopped(void *data)
 {
     struct app *a = data;
+    api_auth_close(a->auth);
+    a->auth = NULL;
     workers_stop(a->workers, on_workers_stopped, a);
 }
 
@@ -179,16 +182,41 @@ static int load_settings(struct app *a, char *err, size_t errlen)
     return rc;
 }
 
+/* Access control needs users (spec §8): a config file turning it on without any is an error. */
+static int check_access_control(struct app *a, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"plugins.ml_commons.model_access_control_enabled",
+                                       "plugins.ml_commons.connector_access_control_enabled"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        struct json_object *v = json_object_object_get(a->cfg.cluster, keys[i]);
+        if (v && strcmp(json_object_get_string(v), "true") == 0 && !api_auth_enabled(a->auth)) {
+            snprintf(err, errlen, "config: [%s] cannot be true: no users are configured",
+                     keys[i]);
+            return MLR_EINVAL;
+        }
+    }
+    return MLR_OK;
+}
+
 static int start(struct app *a, char *err, size_t errlen)
 {
     int rc = open_store(a, err, errlen);
     if (rc == MLR_OK)
         rc = load_settings(a, err, errlen);
+    if (rc == MLR_OK)
+        rc = api_auth_open(&a->loop, a->store, &a->auth, err, errlen);
+    if (rc == MLR_OK && api_auth_bootstrap(a->auth, getenv("MLRELAY_ADMIN_PASSWORD")) != MLR_OK) {
+        snprintf(err, errlen, "cannot create the admin user");
+        rc = MLR_EINTERNAL;
+    }
+    if (rc == MLR_OK)
+        rc = check_access_control(a, err, errlen);
     if (rc != MLR_OK)
         return rc;
     if (gethostname(a->node_name, sizeof(a->node_name) - 1) != 0)
         snprintf(a->node_name, sizeof(a->node_name), "mlrelay");
-    struct api_context ctx = {a->store, a->workers, a->node_id, a->node_name, a->master_key};
+    struct api_context ctx = {a->store, a->workers, a->node_id, a->node_name, a->master_key,
+                              a->auth};
     rc = api_server_open(&a->loop, &a->cfg, &ctx, &a->server, err, errlen);
     if (rc != MLR_OK)
         return rc;
@@ -242,6 +270,10 @@ int main(int argc, char **argv)
     int rc = start(&a, err, sizeof(err));
     if (rc != MLR_OK)
         mlr_log(MLR_LOG_ERROR, "main", "%s", err);
+    if (rc != MLR_OK && a.server == NULL) {
+        api_auth_close(a.auth);
+        a.auth = NULL;
+    }
     if (rc != MLR_OK && a.server == NULL && a.workers != NULL) {
         workers_stop(a.workers, on_workers_stopped, &a);
     } else if (rc != MLR_OK && a.server == NULL) {
@@ -256,5 +288,5 @@ int main(int argc, char **argv)
     curl_global_cleanup();
     if (closed != 0)
         mlr_log(MLR_LOG_WARN, "main", "event loop closed with handles still open");
-    return rc == MLR_OK ? 0 : 1;
+    return rc == MLR_OK ? 0 : rc == MLR_EINVAL ? 2 : 1;
 }

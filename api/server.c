@@ -101,17 +101,19 @@ int api_addr_is_loopback(const struct sockaddr *sa)
 }
 
 /*
- * Protected mode (spec §8): until users are configured — user management arrives with the
- * security issue, so today always — only clients on loopback addresses are served; anyone else
- * has the connection closed at once, before a byte is read.
+ * Protected mode (spec §8): until users are configured, only clients on loopback addresses are
+ * served; anyone else has the connection closed at once, before a byte is read. With users,
+ * everyone may connect and every request must authenticate.
  */
-static int peer_allowed(struct api_conn *c)
+static int peer_allowed(struct api_server *srv, struct api_conn *c)
 {
     struct sockaddr_storage peer;
     int len = sizeof(peer);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) != 0)
         return 0;
-    if (api_addr_is_loopback((struct sockaddr *)&peer))
+    if (uv_ip_name((struct sockaddr *)&peer, c->peer, sizeof(c->peer)) != 0)
+        snprintf(c->peer, sizeof(c->peer), "-");
+    if (api_auth_enabled(srv->ctx.auth) || api_addr_is_loopback((struct sockaddr *)&peer))
         return 1;
     mlr_log(MLR_LOG_WARN, "http", "closed a connection from a non-loopback address: no users "
                                   "are configured, so only loopback clients are served");
@@ -139,7 +141,7 @@ static void on_connection(uv_stream_t *listener, int status)
         api__conn_close(c);
         return;
     }
-    if (!peer_allowed(c)) {
+    if (!peer_allowed(srv, c)) {
         api__conn_close(c);
         return;
     }

@@ -381,4 +381,26 @@ int mlr_secret_decrypt(const unsigned char key[MLR_MASTER_KEY_LEN], const char *
 /** Wipes the first @len bytes of @p with OPENSSL_cleanse(), then frees it. Accepts NULL. */
 void mlr_secret_free(char *p, size_t len);
 
+/* PBKDF2-HMAC-SHA256 iterations of new password hashes (OWASP's 2023 figure). */
+#define MLR_PASSWORD_ITERATIONS 600000
+
+/**
+ * Hashes @password for storage: "pbkdf2_sha256$<iterations>$<salt>$<hash>" with a fresh 16-byte
+ * salt, into *@out (heap). @iterations <= 0 means MLR_PASSWORD_ITERATIONS. Slow by design (a few
+ * hundred ms): never on the loop thread. Returns MLR_OK or MLR_EINTERNAL. Thread-safe.
+ */
+int mlr_password_hash(const char *password, int iterations, char **out);
+
+/**
+ * Checks @password against @stored (from mlr_password_hash()) in constant time: MLR_OK when it
+ * matches, MLR_EPERM when not, MLR_EINVAL for a malformed @stored. As slow as hashing.
+ */
+int mlr_password_verify(const char *password, const char *stored);
+
+/**
+ * Decodes standard padded base64 @s[0..@n) into @out (room for @cap bytes; needs n / 4 * 3).
+ * Returns MLR_OK with *@outlen, MLR_ETOOBIG when @cap is short, MLR_EINVAL for bad base64.
+ */
+int mlr_base64_decode(const char *s, size_t n, unsigned char *out, size_t cap, size_t *outlen);
+
 #endif /* MLR_COMMON_H */

@@ -181,17 +181,36 @@ int store_doc_delete(struct store *s, enum store_kind kind, const char *id, stor
 int store_doc_get(struct store *s, enum store_kind kind, const char *id, int with_credential,
                   store_doc_cb cb, void *data);
 
+/**
+ * Who is asking, for access control (reference §12). Callers pass NULL when nothing is
+ * restricted: no users are configured, the caller is an admin, or access control is off.
+ */
+struct store_access {
+    const char *user;           /* the caller's name */
+    const char *backend_roles;  /* JSON array text of the caller's backend roles */
+    int groups;                 /* model access control: restricts model groups and models */
+    int connectors;             /* connector access control: restricts connectors */
+};
+
+/**
+ * Whether @acc may use document @id of @kind (reference §12.2/§12.3): @cb gets MLR_OK, MLR_EPERM
+ * or MLR_ENOTFOUND. Calls @cb at once with MLR_OK when @kind is not restricted for @acc.
+ */
+int store_access_check(struct store *s, enum store_kind kind, const char *id,
+                       const struct store_access *acc, store_done_cb cb, void *data);
+
 /** What a search produced: the OpenSearch search response (owned by the store). */
 typedef void (*store_search_cb)(int status, struct json_object *response, void *data);
 
 /**
- * Runs an OpenSearch `_search` body (NULL = match_all) over @kind on the read pool. A malformed
+ * Runs an OpenSearch `_search` body (NULL = match_all) over @kind on the read pool, showing only
+ * what @acc may see (NULL: everything; totals count only those). A malformed
  * body is refused synchronously: MLR_EINVAL with the error type in @err_type (static) and the
  * reason in @err; the callback is then not called.
  */
 int store_doc_search(struct store *s, enum store_kind kind, struct json_object *body,
-                     store_search_cb cb, void *data, const char **err_type, char *err,
-                     size_t errlen);
+                     const struct store_access *acc, store_search_cb cb, void *data,
+                     const char **err_type, char *err, size_t errlen);
 
 /** A remote model registration: group resolution, version bump, model and task rows in one
  * transaction. All strings and documents are copied. */
@@ -396,5 +415,44 @@ int store_batch_done(struct store *s, const char *task_id, struct store_batch_do
  */
 int store_batch_results(struct store *s, const char *task_id, int64_t from, int64_t size,
                         store_search_cb cb, void *data);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Users (users.c)                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+#define STORE_USER_NAME_MAX 256
+
+/** A user as written. All strings borrowed. */
+struct store_user {
+    const char *name;           /* at most STORE_USER_NAME_MAX bytes */
+    const char *password_hash;  /* from mlr_password_hash() */
+    const char *backend_roles;  /* JSON array text of strings; NULL = [] */
+    const char *roles;          /* JSON array text of strings; NULL = [] */
+};
+
+/**
+ * Adds user @u (MLR_EEXIST when the name is taken, unless @replace). Bumps the users version.
+ * Loop thread; @cb (may be NULL) after commit.
+ */
+int store_user_put(struct store *s, const struct store_user *u, int replace, store_done_cb cb,
+                   void *data);
+
+/** Deletes user @name (MLR_ENOTFOUND when absent). Bumps the users version. */
+int store_user_delete(struct store *s, const char *name, store_done_cb cb, void *data);
+
+/**
+ * The users and their version: @users is {name: {"password_hash", "backend_roles": [...],
+ * "roles": [...], "created_time"}} (borrowed during the callback), or NULL when the version is
+ * still the one the caller knew.
+ */
+typedef void (*store_users_cb)(int status, struct json_object *users, int64_t version,
+                               void *data);
+
+/** Reads the users on the read pool unless their version is still @known_version (-1: always). */
+int store_users_read(struct store *s, int64_t known_version, store_users_cb cb, void *data);
+
+/** store_users_read() synchronously, for start-up (before the loop runs). *@users is owned by
+ * the caller. */
+int store_users_load(struct store *s, struct json_object **users, int64_t *version);
 
 #endif /* MLR_STORE_H */
