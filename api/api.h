@@ -37,6 +37,7 @@ struct mlr_config {
     int64_t request_timeout_ms;       /* http.request_timeout (whole request received); 30s */
     int64_t shutdown_timeout_ms;      /* http.shutdown_timeout; 10s */
     int64_t workers_threads;          /* workers.threads; 4 */
+    int access_log;                   /* log.access: one info line per request; 1 = on */
     struct json_object *cluster;      /* plugins.ml_commons.* / mlrelay.* initial values (flat) */
 };
 

@@ -29,16 +29,18 @@ const char mlr_usage_text[] =
     "  --config FILE          JSON config file with flat dotted keys\n"
     "  --log-level LEVEL      debug | info | warn | error (default info)\n"
     "  --log-format FORMAT    text | json (default text)\n"
+    "  --access-log BOOL      true | false: one info line per HTTP request (default true)\n"
     "  --help                 show this help and exit\n"
     "  --version              show the version and exit\n"
     "\n"
     "Environment (flags win over environment, environment over the config file):\n"
-    "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG\n"
+    "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG, MLRELAY_ACCESS_LOG,\n"
+    "  MLRELAY_MASTER_KEY (base64 of 32 bytes; overrides DATA_DIR/master.key)\n"
     "\n"
-    "Config file keys: listen, data_dir, log.level, log.format, http.max_content_length,\n"
-    "  http.max_header_size, http.max_connections, http.idle_timeout, http.request_timeout,\n"
-    "  http.shutdown_timeout, workers.threads, and any plugins.ml_commons.* or mlrelay.* cluster\n"
-    "  setting as its initial value.\n";
+    "Config file keys: listen, data_dir, log.level, log.format, log.access,\n"
+    "  http.max_content_length, http.max_header_size, http.max_connections, http.idle_timeout,\n"
+    "  http.request_timeout, http.shutdown_timeout, workers.threads, and any plugins.ml_commons.*\n"
+    "  or mlrelay.* cluster setting as its initial value.\n";
 
 static void set_str(char **dst, const char *v)
 {
@@ -70,12 +72,12 @@ static int parse_listen(struct mlr_config *cfg, const char *v, char *err, size_t
 }
 
 /* The node keys of the config file and how to parse each. */
-enum key_kind { K_LISTEN, K_DATA_DIR, K_LOG_LEVEL, K_LOG_FORMAT, K_BYTES, K_INT, K_TIME };
+enum key_kind { K_LISTEN, K_DATA_DIR, K_LOG_LEVEL, K_LOG_FORMAT, K_BOOL, K_BYTES, K_INT, K_TIME };
 
 struct node_key {
     const char *name;
     enum key_kind kind;
-    size_t offset;   /* of the int64_t field for K_BYTES/K_INT/K_TIME */
+    size_t offset;   /* of the int64_t field for K_BYTES/K_INT/K_TIME, the int for K_BOOL */
     int64_t min;     /* inclusive bounds for numbers */
     int64_t max;
 };
@@ -86,6 +88,7 @@ static const struct node_key node_keys[] = {
     {"data_dir", K_DATA_DIR, 0, 0, 0},
     {"log.level", K_LOG_LEVEL, 0, 0, 0},
     {"log.format", K_LOG_FORMAT, 0, 0, 0},
+    {"log.access", K_BOOL, OFF(access_log), 0, 1},
     {"http.max_content_length", K_BYTES, OFF(max_content_length), 1, INT32_MAX},
     {"http.max_header_size", K_BYTES, OFF(max_header_size), 1024, 1024 * 1024},
     {"http.max_connections", K_INT, OFF(max_connections), 1, 1000000},
@@ -134,6 +137,11 @@ static int set_node_key(struct mlr_config *cfg, const char *name, const char *v,
         break;
     case K_LOG_FORMAT:
         rc = mlr_log_format_parse(v, &cfg->log_format);
+        break;
+    case K_BOOL: /* OpenSearch booleans: exactly "true" or "false" */
+        rc = strcmp(v, "true") == 0 || strcmp(v, "false") == 0 ? MLR_OK : MLR_EINVAL;
+        if (rc == MLR_OK)
+            *(int *)((char *)cfg + k->offset) = strcmp(v, "true") == 0;
         break;
     default:
         rc = parse_number(k, v, &n);
@@ -231,6 +239,7 @@ static void set_defaults(struct mlr_config *cfg)
     cfg->request_timeout_ms = 30000;
     cfg->shutdown_timeout_ms = 5000;
     cfg->workers_threads = 4;
+    cfg->access_log = 1;
     cfg->cluster = json_object_new_object();
 }
 
@@ -240,7 +249,17 @@ static const struct {
     const char *key;
 } flag_keys[] = {
     {"--listen", "listen"},       {"--data-dir", "data_dir"},    {"--config", NULL},
-    {"--log-level", "log.level"}, {"--log-format", "log.format"},
+    {"--log-level", "log.level"}, {"--log-format", "log.format"}, {"--access-log", "log.access"},
+};
+
+/* Environment variables, and the node key each one sets (MLRELAY_CONFIG is read first, apart). */
+static const struct {
+    const char *name;
+    const char *key;
+} env_keys[] = {
+    {"MLRELAY_LISTEN", "listen"},
+    {"MLRELAY_DATA_DIR", "data_dir"},
+    {"MLRELAY_ACCESS_LOG", "log.access"},
 };
 
 /* Finds the value of a valued flag in argv ("--x v" or "--x=v"); NULL when absent. */
@@ -309,12 +328,11 @@ int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
         cfg->config_path = mlr_xstrdup(path);
         rc = load_file(cfg, path, err, errlen);
     }
-    const char *env_listen = getenv_fn("MLRELAY_LISTEN");
-    const char *env_data = getenv_fn("MLRELAY_DATA_DIR");
-    if (rc == MLR_OK && env_listen && *env_listen)
-        rc = set_node_key(cfg, "listen", env_listen, err, errlen);
-    if (rc == MLR_OK && env_data && *env_data)
-        rc = set_node_key(cfg, "data_dir", env_data, err, errlen);
+    for (size_t e = 0; rc == MLR_OK && e < sizeof(env_keys) / sizeof(env_keys[0]); e++) {
+        const char *v = getenv_fn(env_keys[e].name);
+        if (v && *v)
+            rc = set_node_key(cfg, env_keys[e].key, v, err, errlen);
+    }
     for (size_t f = 0; rc == MLR_OK && f < sizeof(flag_keys) / sizeof(flag_keys[0]); f++) {
         const char *v = flag_keys[f].key ? flag_value(argc, argv, flag_keys[f].flag) : NULL;
         if (v)

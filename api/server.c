@@ -111,6 +111,8 @@ static int peer_allowed(struct api_conn *c)
     int len = sizeof(peer);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) != 0)
         return 0;
+    if (uv_ip_name((struct sockaddr *)&peer, c->peer, sizeof(c->peer)) != 0)
+        snprintf(c->peer, sizeof(c->peer), "-");
     if (api_addr_is_loopback((struct sockaddr *)&peer))
         return 1;
     mlr_log(MLR_LOG_WARN, "http", "closed a connection from a non-loopback address: no users "
