@@ -38,11 +38,18 @@ struct mlr_config {
     int64_t shutdown_timeout_ms;      /* http.shutdown_timeout; 10s */
     int64_t workers_threads;          /* workers.threads; 4 */
     int access_log;                   /* log.access: one info line per request; 1 = on */
+    char *command_arg;                /* `backup DEST`: DEST; NULL otherwise */
     struct json_object *cluster;      /* plugins.ml_commons.* / mlrelay.* initial values (flat) */
 };
 
 /** What mlr_config_load() decided main() should do. */
-enum mlr_config_action { MLR_RUN_SERVER = 0, MLR_PRINT_HELP, MLR_PRINT_VERSION };
+enum mlr_config_action {
+    MLR_RUN_SERVER = 0,
+    MLR_PRINT_HELP,
+    MLR_PRINT_VERSION,
+    MLR_RUN_BACKUP, /* `mlrelay backup DEST`: cfg->command_arg is DEST */
+    MLR_RUN_CHECK,  /* `mlrelay check` */
+};
 
 /**
  * Fills @cfg from built-in defaults, then the config file (`--config`, else MLRELAY_CONFIG),
@@ -59,6 +66,14 @@ void mlr_config_cleanup(struct mlr_config *cfg);
 
 /** The `--help` text. */
 extern const char mlr_usage_text[];
+
+/**
+ * Runs the command @action (MLR_RUN_BACKUP or MLR_RUN_CHECK) against the database in
+ * @cfg->data_dir, printing its summary on stdout and any error on stderr. Returns the process
+ * exit code: 0 success (check: the database is healthy), 1 failure. Opens the database on its own
+ * connections, so it is safe while a server runs on the same data directory. main() only.
+ */
+int api_cli_run(const struct mlr_config *cfg, enum mlr_config_action action);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Server                                                                                     */

@@ -19,6 +19,8 @@
 
 const char mlr_usage_text[] =
     "Usage: mlrelay [options]\n"
+    "       mlrelay backup DEST [--data-dir DIR] [--config FILE]\n"
+    "       mlrelay check [--data-dir DIR] [--config FILE]\n"
     "       mlrelay --help | --version\n"
     "\n"
     "Serves the OpenSearch ML Commons remote-model REST API (/_plugins/_ml/..., /_cluster/settings).\n"
@@ -32,6 +34,13 @@ const char mlr_usage_text[] =
     "  --access-log BOOL      true | false: one info line per HTTP request (default true)\n"
     "  --help                 show this help and exit\n"
     "  --version              show the version and exit\n"
+    "\n"
+    "Commands (safe while a server runs on the same data directory; run them as its user):\n"
+    "  backup DEST            copy the database consistently to the file DEST (written as DEST.tmp,\n"
+    "                         fsynced, then renamed); exit 0 on success, 1 on failure\n"
+    "  check                  integrity check and a summary (schema version, resources, models and\n"
+    "                         tasks by state); exit 0 when healthy, 1 otherwise\n"
+    "  Usage errors exit 2.\n"
     "\n"
     "Environment (flags win over environment, environment over the config file):\n"
     "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG, MLRELAY_ACCESS_LOG,\n"
@@ -262,6 +271,17 @@ static const struct {
     {"MLRELAY_ACCESS_LOG", "log.access"},
 };
 
+/* Commands: the first argument that is not an option, and how many arguments each takes. */
+static const struct {
+    const char *name;
+    enum mlr_config_action action;
+    int nargs;
+    const char *args; /* shown when they are missing */
+} commands[] = {
+    {"backup", MLR_RUN_BACKUP, 1, "DEST"},
+    {"check", MLR_RUN_CHECK, 0, ""},
+};
+
 /* Finds the value of a valued flag in argv ("--x v" or "--x=v"); NULL when absent. */
 static const char *flag_value(int argc, char **argv, const char *flag)
 {
@@ -276,12 +296,62 @@ static const char *flag_value(int argc, char **argv, const char *flag)
     return found;
 }
 
-/* Validates the shape of argv: known flags only, valued flags have a value. */
-static int check_args(int argc, char **argv, enum mlr_config_action *action, char *err,
-                      size_t errlen)
+/* Checks one option at argv[*i] (advancing *i past its value). Returns MLR_EINVAL with a message
+ * for an unknown option or a missing value. */
+static int check_flag(int argc, char **argv, int *i, char *err, size_t errlen)
 {
+    const char *a = argv[*i];
+    for (size_t f = 0; f < sizeof(flag_keys) / sizeof(flag_keys[0]); f++) {
+        size_t n = strlen(flag_keys[f].flag);
+        if (strcmp(a, flag_keys[f].flag) == 0) {
+            if (*i + 1 >= argc) {
+                snprintf(err, errlen, "option %s needs a value", a);
+                return MLR_EINVAL;
+            }
+            (*i)++;
+            return MLR_OK;
+        }
+        if (strncmp(a, flag_keys[f].flag, n) == 0 && a[n] == '=')
+            return MLR_OK;
+    }
+    snprintf(err, errlen, "unknown option [%s]", a);
+    return MLR_EINVAL;
+}
+
+/* Takes one argument that is not an option: the command name first, then its arguments. */
+static int take_positional(struct mlr_config *cfg, const char *a, int *cmd, int *nargs,
+                           enum mlr_config_action *action, char *err, size_t errlen)
+{
+    if (*cmd < 0) {
+        for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
+            if (strcmp(a, commands[c].name) == 0)
+                *cmd = (int)c;
+        }
+        if (*cmd < 0) {
+            snprintf(err, errlen, "unknown command [%s]", a);
+            return MLR_EINVAL;
+        }
+        *action = commands[*cmd].action;
+        return MLR_OK;
+    }
+    if (*nargs >= commands[*cmd].nargs) {
+        snprintf(err, errlen, "unexpected argument [%s] for command %s", a, commands[*cmd].name);
+        return MLR_EINVAL;
+    }
+    (*nargs)++;
+    free(cfg->command_arg);
+    cfg->command_arg = mlr_xstrdup(a);
+    return MLR_OK;
+}
+
+/* Validates the shape of argv: known flags only, valued flags have a value, at most one command
+ * with exactly its arguments. --help and --version win over everything after them. */
+static int check_args(struct mlr_config *cfg, int argc, char **argv,
+                      enum mlr_config_action *action, char *err, size_t errlen)
+{
+    int cmd = -1, nargs = 0, rc = MLR_OK;
     *action = MLR_RUN_SERVER;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc && rc == MLR_OK; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             *action = MLR_PRINT_HELP;
@@ -291,26 +361,17 @@ static int check_args(int argc, char **argv, enum mlr_config_action *action, cha
             *action = MLR_PRINT_VERSION;
             return MLR_OK;
         }
-        int known = 0;
-        for (size_t f = 0; f < sizeof(flag_keys) / sizeof(flag_keys[0]) && !known; f++) {
-            size_t n = strlen(flag_keys[f].flag);
-            if (strcmp(a, flag_keys[f].flag) == 0) {
-                if (i + 1 >= argc) {
-                    snprintf(err, errlen, "option %s needs a value", a);
-                    return MLR_EINVAL;
-                }
-                i++;
-                known = 1;
-            } else if (strncmp(a, flag_keys[f].flag, n) == 0 && a[n] == '=') {
-                known = 1;
-            }
-        }
-        if (!known) {
-            snprintf(err, errlen, "unknown option [%s]", a);
-            return MLR_EINVAL;
-        }
+        if (a[0] == '-')
+            rc = check_flag(argc, argv, &i, err, errlen);
+        else
+            rc = take_positional(cfg, a, &cmd, &nargs, action, err, errlen);
     }
-    return MLR_OK;
+    if (rc == MLR_OK && cmd >= 0 && nargs < commands[cmd].nargs) {
+        snprintf(err, errlen, "command %s needs %s: mlrelay %s %s", commands[cmd].name,
+                 commands[cmd].args, commands[cmd].name, commands[cmd].args);
+        rc = MLR_EINVAL;
+    }
+    return rc;
 }
 
 int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
@@ -318,8 +379,8 @@ int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
                     char *err, size_t errlen)
 {
     set_defaults(cfg);
-    int rc = check_args(argc, argv, action, err, errlen);
-    if (rc != MLR_OK || *action != MLR_RUN_SERVER)
+    int rc = check_args(cfg, argc, argv, action, err, errlen);
+    if (rc != MLR_OK || *action == MLR_PRINT_HELP || *action == MLR_PRINT_VERSION)
         return rc;
     const char *path = flag_value(argc, argv, "--config");
     if (path == NULL)
@@ -346,6 +407,7 @@ void mlr_config_cleanup(struct mlr_config *cfg)
     free(cfg->listen_host);
     free(cfg->data_dir);
     free(cfg->config_path);
+    free(cfg->command_arg);
     json_object_put(cfg->cluster);
     memset(cfg, 0, sizeof(*cfg));
 }
