@@ -136,6 +136,11 @@ def test_access_log_fields(h):
     text = s.log()
     assert "supersecret-in-query" not in text and "secret=abc" not in text, text
     assert "pretty" not in "".join(o["path"] for o in lines), lines
+    # Hostile header values are escaped: they cannot break the line or forge fields.
+    tricky = 'q"uote\\back","status":"999'
+    assert s.get("/", headers={"X-Opaque-Id": tricky}).status == 200
+    line = wait_lines(s, lambda o: o.get("comp") == "access" and o.get("opaque_id") == tricky)[0]
+    assert line["status"] == "200", line
 
 
 def test_access_log_text_format_and_connection_errors(h):
