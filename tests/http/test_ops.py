@@ -483,3 +483,33 @@ def test_usage_errors_exit_2(h):
         assert word in out, (word, out)
     rc, out, err = run(h, ["backup", "--help"])
     assert rc == 0 and "backup DEST" in out, (rc, out, err)
+
+
+# -- master key ----------------------------------------------------------------------------------
+
+def test_lost_master_key_then_credentials_set_again(h):
+    s = h.server(args=["--log-format", "json"])
+    cid = make_connector(s)
+    reg = register(s, cid, "ops key model")
+    wait_task(s, reg["task_id"])
+    mid = reg["model_id"]
+    r = s.post(ML + "/models/%s/_deploy" % mid)
+    assert r.status == 200 and r.json["status"] == "COMPLETED", r
+    assert s.stop() == 0
+    os.unlink(os.path.join(s.data_dir, "master.key"))  # lost: a new key is made at start
+    s.start()
+    # The model stored DEPLOYED cannot be redeployed; the log says which one and why.
+    line = wait_lines(s, lambda o: o.get("msg") == "model not redeployed")[0]
+    assert line["model_id"] == mid and "decrypt" in line["error"], line
+    r = s.post(ML + "/models/%s/_deploy" % mid)
+    assert r.status == 200, r
+    doc = wait_task(s, r.json["task_id"], state="FAILED")
+    assert "cannot decrypt credential" in doc["error"], doc
+    assert s.get(ML + "/models/" + mid).json["model_state"] == "DEPLOY_FAILED"
+    # Setting the credential again seals it under the new key; the deploy then works.
+    r = s.put(ML + "/connectors/" + cid, {"credential": {"key": "sk-ops-new-secret"}})
+    assert r.status == 200, r
+    r = s.post(ML + "/models/%s/_deploy" % mid)
+    assert r.status == 200 and r.json["status"] == "COMPLETED", r
+    assert s.get(ML + "/models/" + mid).json["model_state"] == "DEPLOYED"
+    assert "sk-ops-new-secret" not in s.log() and "sk-ops-secret" not in s.log()
