@@ -55,7 +55,9 @@ enum mlr_config_action {
  * Fills @cfg from built-in defaults, then the config file (`--config`, else MLRELAY_CONFIG),
  * then the environment (@getenv_fn, normally getenv), then the command line. On a bad flag,
  * value or config file returns MLR_EINVAL with a one-line message in @err (main exits 2).
- * On success sets *@action. @cfg must be released with mlr_config_cleanup() either way.
+ * On success sets *@action: a command (`backup DEST`, `check`) is the first argument that is not
+ * an option, and its argument goes to @cfg->command_arg; unknown commands and missing or extra
+ * arguments are MLR_EINVAL too. @cfg must be released with mlr_config_cleanup() either way.
  */
 int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
                     const char *(*getenv_fn)(const char *), enum mlr_config_action *action,
