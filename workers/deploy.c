@@ -438,8 +438,10 @@ static void on_reload_committed(const struct store_write_result *res, void *data
 {
     struct reload *r = data;
     if (res->status != MLR_OK) {
-        const char *kv[] = {"model_id", res->id, "error", mlr_strerror(res->status)};
-        mlr_log_kv(MLR_LOG_ERROR, "workers", "cannot reload the model", kv, 2);
+        const char *kv[] = {"model_id", res->id, "error", mlr_strerror(res->status), "task_id",
+                            res->task_id};
+        mlr_log_kv(MLR_LOG_ERROR, "workers", "cannot reload the model", kv,
+                   res->task_id && res->task_id[0] ? 3 : 2);
         reload_step(r);
         return;
     }

@@ -56,7 +56,8 @@ def wait_lines(s, pred, count=1, timeout=5.0):
         if len(found) >= count:
             return found
         time.sleep(0.02)
-    raise AssertionError("expected %d matching log lines, got %d:\n%s" % (count, len(found), s.log()))
+    raise AssertionError("expected %d matching log lines, got %d:\n%s"
+                         % (count, len(found), s.log()))
 
 
 def access_lines(s):
@@ -248,6 +249,24 @@ def test_failed_task_logged_with_ids_at_default_level(h):
     assert line["state"] == "FAILED" and line["task_type"] == "PREDICTION", line
     assert line.get("error"), line
     assert "sk-ops-secret" not in s.log()
+
+
+def test_ttl_undeploy_logged_with_its_task_id(h):
+    s = h.server(args=["--log-format", "json"])
+    cid = make_connector(s)
+    r = s.post(ML + "/models/_register",
+               {"name": "ops ttl model", "function_name": "remote", "connector_id": cid,
+                "deploy_setting": {"model_ttl_minutes": 0.02}})  # 1.2 s
+    assert r.status == 200, r
+    mid = r.json["model_id"]
+    wait_task(s, r.json["task_id"])
+    r = s.post(ML + "/models/%s/_deploy" % mid)
+    assert r.status == 200 and r.json["status"] == "COMPLETED", r
+    line = wait_lines(s, lambda o: o.get("model_id") == mid and "TTL" in o["msg"], timeout=10)[0]
+    r = s.post(ML + "/tasks/_search", {"query": {"bool": {"filter": [
+        {"term": {"model_id": mid}}, {"term": {"task_type": "UNDEPLOY_MODEL"}}]}}})
+    assert r.status == 200 and r.json["hits"]["total"]["value"] == 1, r
+    assert line["task_id"] == r.json["hits"]["hits"][0]["_id"], (line, r)
 
 
 # -- backup ---------------------------------------------------------------------------------------
