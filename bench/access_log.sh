@@ -87,7 +87,8 @@ start_mlrelay() {
     PIDS+=("$MLR_PID")
     MLR_PORT=""
     for _ in $(seq 100); do
-        MLR_PORT=$(sed -n '/listening/s/.*port[^0-9]*\([0-9][0-9]*\).*/\1/p' "$dir/server.log" | head -1)
+        MLR_PORT=$(sed -n '/listening/s/.*port[^0-9]*\([0-9][0-9]*\).*/\1/p' "$dir/server.log" |
+            head -1)
         [ -n "$MLR_PORT" ] && break
         kill -0 "$MLR_PID" 2>/dev/null || break
         sleep 0.1

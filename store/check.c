@@ -21,7 +21,8 @@
 
 static int fail(sqlite3 *db, int rc, const char *path, char *err, size_t errlen)
 {
-    snprintf(err, errlen, "cannot check %s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    snprintf(err, errlen, "cannot check %s: %s", path,
+             db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     int e = store__err(rc);
     return e == MLR_OK ? MLR_EIO : e;
 }
