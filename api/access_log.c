@@ -1,5 +1,5 @@
 /*
- * access.c — the access log: one line per answered request (log.access, on by default).
+ * access_log.c — the access log: one line per answered request (log.access, on by default).
  *
  * The line goes through mlr_log_kv() at info level under the component "access", so it follows
  * --log-format (fields become JSON members) and is written, like every log line, with a single
