@@ -37,17 +37,27 @@ struct mlr_config {
     int64_t request_timeout_ms;       /* http.request_timeout (whole request received); 30s */
     int64_t shutdown_timeout_ms;      /* http.shutdown_timeout; 10s */
     int64_t workers_threads;          /* workers.threads; 4 */
+    int access_log;                   /* log.access: one info line per request; 1 = on */
+    char *command_arg;                /* `backup DEST`: DEST; NULL otherwise */
     struct json_object *cluster;      /* plugins.ml_commons.* / mlrelay.* initial values (flat) */
 };
 
 /** What mlr_config_load() decided main() should do. */
-enum mlr_config_action { MLR_RUN_SERVER = 0, MLR_PRINT_HELP, MLR_PRINT_VERSION };
+enum mlr_config_action {
+    MLR_RUN_SERVER = 0,
+    MLR_PRINT_HELP,
+    MLR_PRINT_VERSION,
+    MLR_RUN_BACKUP, /* `mlrelay backup DEST`: cfg->command_arg is DEST */
+    MLR_RUN_CHECK,  /* `mlrelay check` */
+};
 
 /**
  * Fills @cfg from built-in defaults, then the config file (`--config`, else MLRELAY_CONFIG),
  * then the environment (@getenv_fn, normally getenv), then the command line. On a bad flag,
  * value or config file returns MLR_EINVAL with a one-line message in @err (main exits 2).
- * On success sets *@action. @cfg must be released with mlr_config_cleanup() either way.
+ * On success sets *@action: a command (`backup DEST`, `check`) is the first argument that is not
+ * an option, and its argument goes to @cfg->command_arg; unknown commands and missing or extra
+ * arguments are MLR_EINVAL too. @cfg must be released with mlr_config_cleanup() either way.
  */
 int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
                     const char *(*getenv_fn)(const char *), enum mlr_config_action *action,
@@ -58,6 +68,14 @@ void mlr_config_cleanup(struct mlr_config *cfg);
 
 /** The `--help` text. */
 extern const char mlr_usage_text[];
+
+/**
+ * Runs the command @action (MLR_RUN_BACKUP or MLR_RUN_CHECK) against the database in
+ * @cfg->data_dir, printing its summary on stdout and any error on stderr. Returns the process
+ * exit code: 0 success (check: the database is healthy), 1 failure. Opens the database on its own
+ * connections, so it is safe while a server runs on the same data directory. main() only.
+ */
+int api_cli_run(const struct mlr_config *cfg, enum mlr_config_action action);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Users and authentication (auth.c)                                                          */

@@ -78,6 +78,7 @@ struct api_req {
     int pretty;                       /* ?pretty */
     int responded;                    /* an api_send_*() happened */
     int64_t start_ms;                 /* monotonic, first byte seen */
+    uint64_t start_ns;                /* uv_hrtime() at the first byte: access-log duration */
     char client[48];                  /* the client's IP address (copied from the connection) */
     struct workers_user *user;        /* the authenticated caller; NULL without users */
     struct workers_caller caller;     /* api_req_caller(), filled on first use */
@@ -161,6 +162,19 @@ void api_route_match(struct api_req *req);
 
 /** Runs the central checks (405, unknown path, JSON body) and then the handler. */
 void api_dispatch(struct api_req *req);
+
+/* ---------------------------------- access log (access_log.c) ---------------------------------- */
+
+/**
+ * Writes the access-log line of one answered request, when log.access is on: method, path
+ * (never the query string, which may carry secrets), status, response body bytes, duration in
+ * milliseconds with microsecond precision, client address, and X-Opaque-Id when the client sent
+ * one. @req may be NULL, or a request whose line was not parsed yet, for errors answered at the
+ * connection level (429, 408, 431, 400); @client is then the connection's address.
+ * @client_gone: the client left before the answer, which was therefore not sent.
+ */
+void api__access_log(const struct api_server *srv, const struct api_req *req, const char *client,
+                     int status, size_t bytes, int client_gone);
 
 /* ---------------------------------- connection (conn.c / server.c) ---------------------------------- */
 

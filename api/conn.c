@@ -191,6 +191,7 @@ static void conn_error(struct api_conn *c, int status, const char *type, const c
     api_render(root, 0, &body);
     json_object_put(root);
     build_head(&head, status, body.len, 0, NULL);
+    api__access_log(c->srv, c->dispatched ? NULL : c->req, c->peer, status, body.len, 0);
     uv_timer_stop(&c->timer);
     c->close_after_write = 1;
     c->linger = 1;
@@ -208,6 +209,7 @@ void api__conn_respond(struct api_req *req, int status, const char *extra_header
     assert(!req->responded);
     req->responded = 1;
     if (c == NULL || c->closing) {
+        api__access_log(req->srv, req, req->client, status, 0, 1);
         req_free(req); /* the client is gone; nobody to answer */
         return;
     }
@@ -219,6 +221,7 @@ void api__conn_respond(struct api_req *req, int status, const char *extra_header
     build_head(&head, status, body->len, keep_alive, extra_headers);
     if (req->head)
         mlr_buf_reset(body);
+    api__access_log(c->srv, req, req->client, status, body->len, 0);
     c->req = NULL;
     c->dispatched = 0;
     req_free(req);
@@ -260,6 +263,7 @@ static int on_message_begin(http_parser *p)
     req->srv = c->srv;
     req->ctx = api__server_context(c->srv);
     req->start_ms = mlr_mono_ms();
+    req->start_ns = uv_hrtime();
     memcpy(req->client, c->peer, sizeof(req->client));
     c->req = req;
     c->header_bytes = 0;

@@ -7,6 +7,9 @@
  * the same state as the last one before a restart. Stop order is the reverse: stop accepting,
  * let in-flight requests answer (their writes commit first), close the store, exit 0.
  *
+ * The operations commands (`backup`, `check`) are parsed here too and run by api_cli_run()
+ * instead of the server.
+ *
  * Exit codes: 0 after a graceful stop, 1 when start-up fails (unreadable or too-new database,
  * port in use), 2 for a usage or configuration error.
  */
@@ -248,13 +251,20 @@ int main(int argc, char **argv)
         mlr_config_cleanup(&a.cfg);
         return usage_error(err);
     }
-    if (action != MLR_RUN_SERVER) {
+    if (action == MLR_PRINT_HELP || action == MLR_PRINT_VERSION) {
         if (action == MLR_PRINT_HELP)
             fputs(mlr_usage_text, stdout);
         else
             printf("mlrelay %s (ML Commons API %s)\n", MLR_VERSION, MLR_API_LEVEL);
         mlr_config_cleanup(&a.cfg);
         return 0;
+    }
+    if (action != MLR_RUN_SERVER) {
+        mlr_log_setup(a.cfg.log_level, a.cfg.log_format);
+        umask(077); /* a backup holds sealed credentials: for this user only */
+        int code = api_cli_run(&a.cfg, action);
+        mlr_config_cleanup(&a.cfg);
+        return code;
     }
     mlr_log_setup(a.cfg.log_level, a.cfg.log_format);
     umask(077); /* the database, its WAL and the key file are for this user only */
