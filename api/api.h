@@ -38,7 +38,10 @@ struct mlr_config {
     int64_t shutdown_timeout_ms;      /* http.shutdown_timeout; 10s */
     int64_t workers_threads;          /* workers.threads; 4 */
     int access_log;                   /* log.access: one info line per request; 1 = on */
-    char *command_arg;                /* `backup DEST`: DEST; NULL otherwise */
+    char *command_arg;                /* `backup DEST`: DEST; `users SUB`: SUB; NULL otherwise */
+    char *command_arg2;               /* `users add|delete NAME`: NAME */
+    char *user_backend_roles;         /* `users add --backend-roles r1,r2` */
+    char *user_roles;                 /* `users add --roles all_access` */
     struct json_object *cluster;      /* plugins.ml_commons.* / mlrelay.* initial values (flat) */
 };
 
@@ -49,6 +52,9 @@ enum mlr_config_action {
     MLR_PRINT_VERSION,
     MLR_RUN_BACKUP, /* `mlrelay backup DEST`: cfg->command_arg is DEST */
     MLR_RUN_CHECK,  /* `mlrelay check` */
+    MLR_RUN_USERS,  /* `mlrelay users add NAME | list | delete NAME`: command_arg is the
+                     * subcommand, command_arg2 the name */
+    MLR_RUN_ROTATE_KEY, /* `mlrelay rotate-master-key` */
 };
 
 /**
@@ -76,6 +82,19 @@ extern const char mlr_usage_text[];
  * connections, so it is safe while a server runs on the same data directory. main() only.
  */
 int api_cli_run(const struct mlr_config *cfg, enum mlr_config_action action);
+
+/**
+ * Takes an exclusive lock on @data_dir for as long as the returned descriptor stays open (one
+ * server per data directory; key rotation needs the server stopped). Returns the descriptor, -1
+ * when the directory cannot be opened, -2 when another process holds the lock.
+ */
+int api__data_dir_lock(const char *data_dir);
+
+/**
+ * Start-up: finishes or rolls back a key rotation that was interrupted (master.key.new left
+ * behind), according to whether the database already switched to the staged key.
+ */
+int api__master_key_recover(struct store *s, const char *data_dir, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Users and authentication (auth.c)                                                          */

@@ -86,6 +86,13 @@ struct api_req {
     struct store_access access;       /* api_req_access(), filled on first use */
 };
 
+/* ---------------------------------- commands (cli_users.c) ---------------------------------- */
+
+/** `mlrelay users ...`: the exit code (0, 1 failure, 2 usage). */
+int api__cli_users(const struct mlr_config *cfg);
+/** `mlrelay rotate-master-key`: the exit code. */
+int api__cli_rotate_key(const struct mlr_config *cfg);
+
 /* ---------------------------------- callers (auth.c, access.c) ---------------------------------- */
 
 /**

@@ -8,7 +8,7 @@
  * are safe beside a running server. Exit codes: 0 success, 1 failure (usage errors, exit 2, are
  * caught earlier by mlr_config_load()). Runs in main() only, before any loop or thread.
  */
-#include "api.h"
+#include "api_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +99,10 @@ int api_cli_run(const struct mlr_config *cfg, enum mlr_config_action action)
         code = run_backup(db, cfg->command_arg);
     else if (action == MLR_RUN_CHECK)
         code = run_check(db);
+    else if (action == MLR_RUN_USERS)
+        code = api__cli_users(cfg);
+    else if (action == MLR_RUN_ROTATE_KEY)
+        code = api__cli_rotate_key(cfg);
     free(db);
     fflush(stdout);
     return code;

@@ -21,6 +21,9 @@ const char mlr_usage_text[] =
     "Usage: mlrelay [options]\n"
     "       mlrelay backup DEST [--data-dir DIR] [--config FILE]\n"
     "       mlrelay check [--data-dir DIR] [--config FILE]\n"
+    "       mlrelay users add NAME [--backend-roles r1,r2] [--roles all_access] [--data-dir DIR]\n"
+    "       mlrelay users list | users delete NAME [--data-dir DIR]\n"
+    "       mlrelay rotate-master-key [--data-dir DIR]\n"
     "       mlrelay --help | --version\n"
     "\n"
     "Serves the OpenSearch ML Commons remote-model REST API (/_plugins/_ml/..., /_cluster/settings).\n"
@@ -40,11 +43,20 @@ const char mlr_usage_text[] =
     "                         DEST.tmp, fsynced, then renamed); exit 0 on success, 1 on failure\n"
     "  check                  integrity check and a summary (schema version, resources, models\n"
     "                         and tasks by state); exit 0 when healthy, 1 otherwise\n"
+    "  users add NAME         add a user; the password is read from standard input (one line);\n"
+    "                         --backend-roles and --roles take comma-separated lists, role\n"
+    "                         all_access makes an admin. With any user, every request needs\n"
+    "                         HTTP Basic credentials; changes reach a running server within 1 s\n"
+    "  users list | delete NAME\n"
+    "  rotate-master-key      re-encrypt every stored credential under a new master key in one\n"
+    "                         transaction (stop the server first; with MLRELAY_MASTER_KEY set,\n"
+    "                         the new key is printed and must replace it)\n"
     "  Usage errors exit 2.\n"
     "\n"
     "Environment (flags win over environment, environment over the config file):\n"
     "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG, MLRELAY_ACCESS_LOG,\n"
-    "  MLRELAY_MASTER_KEY (base64 of 32 bytes; overrides DATA_DIR/master.key)\n"
+    "  MLRELAY_MASTER_KEY (base64 of 32 bytes; overrides DATA_DIR/master.key),\n"
+    "  MLRELAY_ADMIN_PASSWORD (creates user admin, role all_access, when no user exists)\n"
     "\n"
     "Config file keys: listen, data_dir, log.level, log.format, log.access,\n"
     "  http.max_content_length, http.max_header_size, http.max_connections, http.idle_timeout,\n"
@@ -247,6 +259,7 @@ static const struct {
 } flag_keys[] = {
     {"--listen", "listen"},       {"--data-dir", "data_dir"},    {"--config", NULL},
     {"--log-level", "log.level"}, {"--log-format", "log.format"}, {"--access-log", "log.access"},
+    {"--backend-roles", NULL},    {"--roles", NULL},
 };
 
 /* Environment variables, and the node key each one sets (MLRELAY_CONFIG is read first, apart). */
@@ -263,11 +276,14 @@ static const struct {
 static const struct {
     const char *name;
     enum mlr_config_action action;
-    int nargs;
+    int nargs;        /* arguments needed */
+    int maxargs;      /* arguments allowed */
     const char *args; /* shown when they are missing */
 } commands[] = {
-    {"backup", MLR_RUN_BACKUP, 1, "DEST"},
-    {"check", MLR_RUN_CHECK, 0, ""},
+    {"backup", MLR_RUN_BACKUP, 1, 1, "DEST"},
+    {"check", MLR_RUN_CHECK, 0, 0, ""},
+    {"users", MLR_RUN_USERS, 1, 2, "add NAME | list | delete NAME"},
+    {"rotate-master-key", MLR_RUN_ROTATE_KEY, 0, 0, ""},
 };
 
 /* Finds the value of a valued flag in argv ("--x v" or "--x=v"); NULL when absent. */
@@ -322,13 +338,14 @@ static int take_positional(struct mlr_config *cfg, const char *a, int *cmd, int 
         *action = commands[*cmd].action;
         return MLR_OK;
     }
-    if (*nargs >= commands[*cmd].nargs) {
+    if (*nargs >= commands[*cmd].maxargs) {
         snprintf(err, errlen, "unexpected argument [%s] for command %s", a, commands[*cmd].name);
         return MLR_EINVAL;
     }
+    char **slot = *nargs == 0 ? &cfg->command_arg : &cfg->command_arg2;
     (*nargs)++;
-    free(cfg->command_arg);
-    cfg->command_arg = mlr_xstrdup(a);
+    free(*slot);
+    *slot = mlr_xstrdup(a);
     return MLR_OK;
 }
 
@@ -373,6 +390,10 @@ int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
     const char *path = flag_value(argc, argv, "--config");
     if (path == NULL)
         path = getenv_fn("MLRELAY_CONFIG");
+    const char *br = flag_value(argc, argv, "--backend-roles"), *ro = flag_value(argc, argv,
+                                                                                 "--roles");
+    cfg->user_backend_roles = br ? mlr_xstrdup(br) : NULL;
+    cfg->user_roles = ro ? mlr_xstrdup(ro) : NULL;
     if (path && *path) {
         cfg->config_path = mlr_xstrdup(path);
         rc = load_file(cfg, path, err, errlen);
@@ -396,6 +417,9 @@ void mlr_config_cleanup(struct mlr_config *cfg)
     free(cfg->data_dir);
     free(cfg->config_path);
     free(cfg->command_arg);
+    free(cfg->command_arg2);
+    free(cfg->user_backend_roles);
+    free(cfg->user_roles);
     json_object_put(cfg->cluster);
     memset(cfg, 0, sizeof(*cfg));
 }

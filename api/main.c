@@ -37,6 +37,7 @@ struct app {
     struct workers *workers;
     struct api_server *server;
     struct api_auth *auth;        /* users; HTTP Basic authentication */
+    int dir_lock;                 /* descriptor holding the data directory's lock, or < 0 */
     uv_signal_t sigterm;
     uv_signal_t sigint;
     char node_id[MLR_ID_LEN + 1];
@@ -155,16 +156,26 @@ static int open_store(struct app *a, char *err, size_t errlen)
                  strerror(errno));
         return MLR_EIO;
     }
+    /* One server per data directory: two would both think they own the deployments and the
+     * master key. The lock lives as long as the process. */
+    a->dir_lock = api__data_dir_lock(a->cfg.data_dir);
+    if (a->dir_lock < 0) {
+        snprintf(err, errlen, "%s %s", a->dir_lock == -2 ? "another mlrelay is running on"
+                                                         : "cannot open the data directory",
+                 a->cfg.data_dir);
+        return MLR_EBUSY;
+    }
     int rc = load_node_id(a, err, errlen);
+    char *db = mlr_xasprintf("%s/mlrelay.db", a->cfg.data_dir);
+    struct store_options opts = {0};
+    if (rc == MLR_OK)
+        rc = store_open(&a->loop, db, &opts, &a->store, err, errlen);
+    free(db);
+    if (rc == MLR_OK)
+        rc = api__master_key_recover(a->store, a->cfg.data_dir, err, errlen);
     if (rc == MLR_OK)
         rc = mlr_master_key_load(a->cfg.data_dir, getenv("MLRELAY_MASTER_KEY"), a->master_key, err,
                                  errlen);
-    if (rc != MLR_OK)
-        return rc;
-    char *db = mlr_xasprintf("%s/mlrelay.db", a->cfg.data_dir);
-    struct store_options opts = {0};
-    rc = store_open(&a->loop, db, &opts, &a->store, err, errlen);
-    free(db);
     return rc;
 }
 
@@ -244,7 +255,7 @@ static int usage_error(const char *msg)
 
 int main(int argc, char **argv)
 {
-    static struct app a;
+    static struct app a = {.dir_lock = -1};
     char err[1024];
     enum mlr_config_action action;
     if (mlr_config_load(&a.cfg, argc, argv, env, &action, err, sizeof(err)) != MLR_OK) {
@@ -294,6 +305,8 @@ int main(int argc, char **argv)
     workers_free(a.workers);
     OPENSSL_cleanse(a.master_key, sizeof(a.master_key));
     int closed = uv_loop_close(&a.loop);
+    if (a.dir_lock >= 0)
+        close(a.dir_lock); /* releases the data directory */
     mlr_config_cleanup(&a.cfg);
     curl_global_cleanup();
     if (closed != 0)

@@ -328,6 +328,7 @@ struct json_object *mlr_settings_defaults(const struct mlr_settings *s);
 /* ------------------------------------------------------------------------------------------ */
 
 #define MLR_MASTER_KEY_LEN 32 /* bytes (AES-256) */
+#define MLR_MASTER_KEY_B64 44 /* characters of its padded base64 */
 /* Largest plaintext (and context string) mlr_secret_encrypt() accepts, in bytes. */
 #define MLR_SECRET_MAX_LEN ((size_t)16 << 20)
 
@@ -380,6 +381,22 @@ int mlr_secret_decrypt(const unsigned char key[MLR_MASTER_KEY_LEN], const char *
 
 /** Wipes the first @len bytes of @p with OPENSSL_cleanse(), then frees it. Accepts NULL. */
 void mlr_secret_free(char *p, size_t len);
+
+/* Key rotation (`mlrelay rotate-master-key`): a fresh key is staged as master.key.new, the
+ * database switches to it in one transaction, then the staged file replaces master.key. */
+
+/** Fills @key with 32 fresh random bytes. MLR_OK or MLR_EIO. */
+int mlr_master_key_new(unsigned char key[MLR_MASTER_KEY_LEN]);
+/** Writes @key as base64 (MLR_MASTER_KEY_B64 characters and a NUL) to @out. */
+void mlr_master_key_encode(const unsigned char key[MLR_MASTER_KEY_LEN],
+                           char out[MLR_MASTER_KEY_B64 + 1]);
+/** Writes @key to <@data_dir>/master.key.new (0600, fsynced). */
+int mlr_master_key_stage(const char *data_dir, const unsigned char key[MLR_MASTER_KEY_LEN],
+                         char *err, size_t errlen);
+/** Reads a staged master.key.new into @key: MLR_OK, MLR_ENOTFOUND when there is none. */
+int mlr_master_key_staged(const char *data_dir, unsigned char key[MLR_MASTER_KEY_LEN]);
+/** Renames master.key.new over master.key (@keep) or removes it (!@keep); fsyncs the dir. */
+int mlr_master_key_commit(const char *data_dir, int keep, char *err, size_t errlen);
 
 /* PBKDF2-HMAC-SHA256 iterations of new password hashes (OWASP's 2023 figure). */
 #define MLR_PASSWORD_ITERATIONS 600000

@@ -393,14 +393,15 @@ static int key_file_check(const char *path, const struct stat *st, char *err, si
  * Reads KEY_FILE in @dirfd (shown as @path in messages) into @key. Returns MLR_OK, MLR_ENOTFOUND
  * when it does not exist (no message), MLR_ECORRUPT or MLR_EIO.
  */
-static int key_file_read(int dirfd, const char *path, unsigned char key[MLR_MASTER_KEY_LEN],
-                         char *err, size_t errlen)
+/* Reads key file @name (in @dirfd; @path for messages). MLR_ENOTFOUND when it does not exist. */
+static int key_file_read(int dirfd, const char *name, const char *path,
+                         unsigned char key[MLR_MASTER_KEY_LEN], char *err, size_t errlen)
 {
     char text[KEY_FILE_MAX + 1], ebuf[128];
     struct stat st;
     ssize_t n;
     int rc = MLR_EIO;
-    int fd = openat(dirfd, KEY_FILE, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0 && errno == ENOENT)
         return MLR_ENOTFOUND;
     if (fd < 0) {
@@ -531,7 +532,7 @@ int mlr_master_key_load(const char *data_dir, const char *env_b64,
         goto out;
     }
     for (int i = 0; i < CREATE_ATTEMPTS; i++) {
-        rc = key_file_read(dirfd, path, key, err, errlen);
+        rc = key_file_read(dirfd, KEY_FILE, path, key, err, errlen);
         if (rc == MLR_ENOTFOUND)
             rc = key_file_create(dirfd, path, key, err, errlen);
         if (rc != MLR_EEXIST)
@@ -617,4 +618,84 @@ int mlr_base64_decode(const char *s, size_t n, unsigned char *out, size_t cap, s
     if (n / 4 * 3 > cap)
         return MLR_ETOOBIG;
     return b64_decode(s, n, out, outlen) == MLR_OK ? MLR_OK : MLR_EINVAL;
+}
+
+/* ---------------------------------- key rotation ---------------------------------- */
+
+/*
+ * A rotation writes the new key to KEY_FILE ".new" before the database switches to it, and
+ * renames it over KEY_FILE after: a crash in between leaves both files, and the next start picks
+ * the one that opens the database's check value (mlr_master_key_recover()).
+ */
+#define KEY_FILE_NEW KEY_FILE ".new"
+
+int mlr_master_key_new(unsigned char key[MLR_MASTER_KEY_LEN])
+{
+    return RAND_bytes(key, MLR_MASTER_KEY_LEN) == 1 ? MLR_OK : MLR_EIO;
+}
+
+void mlr_master_key_encode(const unsigned char key[MLR_MASTER_KEY_LEN],
+                           char out[MLR_MASTER_KEY_B64 + 1])
+{
+    b64_encode(key, MLR_MASTER_KEY_LEN, out);
+}
+
+int mlr_master_key_stage(const char *data_dir, const unsigned char key[MLR_MASTER_KEY_LEN],
+                         char *err, size_t errlen)
+{
+    char text[KEY_B64_LEN + 2], ebuf[128];
+    char *path = mlr_xasprintf("%s/%s", data_dir, KEY_FILE_NEW);
+    int rc = MLR_EIO, dirfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+        set_err(err, errlen, "cannot open the data directory %s: %s", data_dir,
+                strerror_r(errno, ebuf, sizeof(ebuf)));
+        goto out;
+    }
+    unlinkat(dirfd, KEY_FILE_NEW, 0); /* a stale one from an earlier, failed rotation */
+    b64_encode(key, MLR_MASTER_KEY_LEN, text);
+    text[KEY_B64_LEN] = '\n';
+    text[KEY_B64_LEN + 1] = '\0';
+    rc = temp_write(dirfd, KEY_FILE_NEW, text, KEY_B64_LEN + 1, path, err, errlen);
+    if (rc == MLR_OK && fsync(dirfd) != 0) {
+        set_err(err, errlen, "cannot fsync %s: %s", data_dir, strerror_r(errno, ebuf,
+                                                                          sizeof(ebuf)));
+        rc = MLR_EIO;
+    }
+out:
+    OPENSSL_cleanse(text, sizeof(text));
+    if (dirfd >= 0)
+        close(dirfd);
+    free(path);
+    return rc;
+}
+
+int mlr_master_key_commit(const char *data_dir, int keep, char *err, size_t errlen)
+{
+    char ebuf[128];
+    int rc = MLR_OK, dirfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) {
+        set_err(err, errlen, "cannot open the data directory %s: %s", data_dir,
+                strerror_r(errno, ebuf, sizeof(ebuf)));
+        return MLR_EIO;
+    }
+    int moved = keep ? renameat(dirfd, KEY_FILE_NEW, dirfd, KEY_FILE)
+                     : unlinkat(dirfd, KEY_FILE_NEW, 0);
+    if (moved != 0 || fsync(dirfd) != 0) {
+        set_err(err, errlen, "cannot %s %s/%s: %s", keep ? "install" : "remove", data_dir,
+                KEY_FILE_NEW, strerror_r(errno, ebuf, sizeof(ebuf)));
+        rc = MLR_EIO;
+    }
+    close(dirfd);
+    return rc;
+}
+
+int mlr_master_key_staged(const char *data_dir, unsigned char key[MLR_MASTER_KEY_LEN])
+{
+    char *path = mlr_xasprintf("%s/%s", data_dir, KEY_FILE_NEW), err[256];
+    int dirfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = dirfd < 0 ? MLR_EIO : key_file_read(dirfd, KEY_FILE_NEW, path, key, err, sizeof(err));
+    if (dirfd >= 0)
+        close(dirfd);
+    free(path);
+    return rc;
 }

@@ -542,4 +542,26 @@ struct store_check_report {
  */
 int store_check(const char *path, struct store_check_report *out, char *err, size_t errlen);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Master key rotation (rekey.c)                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * Re-seals one credential map: @sealed is the stored JSON text of owner @owner
+ * ("connector:<id>" or "model:<id>"); writes the replacement to *@out (heap). Runs on the writer
+ * thread. Returns MLR_OK or an error that aborts the whole rotation.
+ */
+typedef int (*store_rekey_fn)(const char *owner, const char *sealed, char **out, void *arg);
+
+/**
+ * Rewrites every stored credential map through @fn and stores @check as meta.master_key_check,
+ * all in one transaction. r->count: the maps rewritten. Loop thread; @cb after commit.
+ */
+int store_credentials_rekey(struct store *s, store_rekey_fn fn, void *arg, const char *check,
+                            store_write_cb cb, void *data);
+
+/** Reads meta value @key synchronously (start-up): MLR_OK with *@value (heap), or
+ * MLR_ENOTFOUND. */
+int store_meta_get(struct store *s, const char *key, char **value);
+
 #endif /* MLR_STORE_H */
