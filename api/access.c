@@ -135,7 +135,8 @@ void api_access_check_all(struct api_req *req, enum store_kind kind, const char 
         slot[0] = m;
         slot[1] = (void *)ids[i];
         m->pending++;
-        if (store_access_check(req->ctx->store, kind, ids[i], acc, on_one_checked, slot) != MLR_OK) {
+        int rc = store_access_check(req->ctx->store, kind, ids[i], acc, on_one_checked, slot);
+        if (rc != MLR_OK) {
             m->failed = 1;
             m->pending--;
         }

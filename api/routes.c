@@ -30,7 +30,8 @@
  * 500 for a refusal we answer 403 (spec §9). */
 #define FORBIDDEN 403, "status_exception"
 static const struct api_guard group_use = {
-    GROUP, 0, FORBIDDEN, "User doesn't have privilege to perform this operation on this model group", 0};
+    GROUP, 0, FORBIDDEN,
+    "User doesn't have privilege to perform this operation on this model group", 0};
 static const struct api_guard group_delete = {
     GROUP, 0, FORBIDDEN, "User doesn't have privilege to delete this model group", 0};
 static const struct api_guard connector_get = {
@@ -62,7 +63,8 @@ static const struct api_route routes[] = {
 
     {M(POST), ML "/model_groups/_register", api_h_group_register, 1 * MB, REQ, GROUP,
      "Model group request has empty body", NULL},
-    {M(GET) | M(POST), ML "/model_groups/_search", api_h_doc_search, 1 * MB, JSON, GROUP, NULL, NULL},
+    {M(GET) | M(POST), ML "/model_groups/_search", api_h_doc_search, 1 * MB, JSON, GROUP,
+     NULL, NULL},
     {M(GET), ML "/model_groups/{id}", api_h_doc_get, 0, API_BODY_NONE, GROUP, NULL, &group_use},
     {M(PUT), ML "/model_groups/{id}", api_h_group_update, 1 * MB, REQ, GROUP,
      "Update model group request has empty body", &group_use},

@@ -693,7 +693,8 @@ int mlr_master_key_staged(const char *data_dir, unsigned char key[MLR_MASTER_KEY
 {
     char *path = mlr_xasprintf("%s/%s", data_dir, KEY_FILE_NEW), err[256];
     int dirfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = dirfd < 0 ? MLR_EIO : key_file_read(dirfd, KEY_FILE_NEW, path, key, err, sizeof(err));
+    int rc = dirfd < 0 ? MLR_EIO
+                       : key_file_read(dirfd, KEY_FILE_NEW, path, key, err, sizeof(err));
     if (dirfd >= 0)
         close(dirfd);
     free(path);
