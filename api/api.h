@@ -42,6 +42,8 @@ struct mlr_config {
     char *command_arg2;               /* `users add|delete NAME`: NAME */
     char *user_backend_roles;         /* `users add --backend-roles r1,r2` */
     char *user_roles;                 /* `users add --roles all_access` */
+    char *tls_cert;                   /* tls.cert: PEM certificate chain path; NULL = no TLS */
+    char *tls_key;                    /* tls.key: PEM private key path; set iff tls_cert is */
     struct json_object *cluster;      /* plugins.ml_commons.* / mlrelay.* initial values (flat) */
 };
 
@@ -60,7 +62,8 @@ enum mlr_config_action {
 /**
  * Fills @cfg from built-in defaults, then the config file (`--config`, else MLRELAY_CONFIG),
  * then the environment (@getenv_fn, normally getenv), then the command line. On a bad flag,
- * value or config file returns MLR_EINVAL with a one-line message in @err (main exits 2).
+ * value or config file, or only one of tls.cert and tls.key, returns MLR_EINVAL with a one-line
+ * message in @err (main exits 2).
  * On success sets *@action: a command (`backup DEST`, `check`) is the first argument that is not
  * an option, and its argument goes to @cfg->command_arg; unknown commands and missing or extra
  * arguments are MLR_EINVAL too. @cfg must be released with mlr_config_cleanup() either way.
