@@ -248,6 +248,9 @@ int api__tls_conn_established(const struct api_tls_conn *tc);
  */
 int api__tls_conn_shutdown(struct api_tls_conn *tc);
 
+/** The listener's TLS context, NULL when the server speaks plaintext. */
+struct api_tls_ctx *api__server_tls(const struct api_server *srv);
+
 /* ---------------------------------- connection (conn.c / server.c) ---------------------------------- */
 
 /** Writes the response bytes for @req (headers built here) and finishes the request. */
@@ -287,6 +290,8 @@ struct api_conn {
     int stop_requested;           /* server is stopping: close after the current response */
     int reject;                   /* over the connection cap: answer 429 and close */
     char peer[48];                /* the client's IP address ("-" if unknown) */
+    struct api_tls_conn *tls;     /* TLS session, NULL on a plaintext listener */
+    int tls_up;                   /* the TLS handshake has completed */
     struct api_conn *prev, *next; /* the server's list of open connections */
 };
 
