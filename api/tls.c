@@ -69,6 +69,8 @@ static void describe_error(char *err, size_t errlen, const char *what, const cha
     unsigned long e = ERR_get_error();
     const char *reason = e != 0 ? ERR_reason_error_string(e) : NULL;
     char code[256];
+    if (e != 0 && ERR_SYSTEM_ERROR(e))
+        reason = strerror(ERR_GET_REASON(e)); /* OpenSSL 3 keeps errno there, without a text */
     if (e != 0 && reason == NULL) {
         ERR_error_string_n(e, code, sizeof(code));
         reason = code;
