@@ -42,6 +42,8 @@ struct mlr_config {
     char *command_arg2;               /* `users add|delete NAME`: NAME */
     char *user_backend_roles;         /* `users add --backend-roles r1,r2` */
     char *user_roles;                 /* `users add --roles all_access` */
+    char *tls_cert;                   /* tls.cert: PEM certificate chain path; NULL = no TLS */
+    char *tls_key;                    /* tls.key: PEM private key path; set iff tls_cert is */
     struct json_object *cluster;      /* plugins.ml_commons.* / mlrelay.* initial values (flat) */
 };
 
@@ -60,7 +62,8 @@ enum mlr_config_action {
 /**
  * Fills @cfg from built-in defaults, then the config file (`--config`, else MLRELAY_CONFIG),
  * then the environment (@getenv_fn, normally getenv), then the command line. On a bad flag,
- * value or config file returns MLR_EINVAL with a one-line message in @err (main exits 2).
+ * value or config file, or only one of tls.cert and tls.key, returns MLR_EINVAL with a one-line
+ * message in @err (main exits 2).
  * On success sets *@action: a command (`backup DEST`, `check`) is the first argument that is not
  * an option, and its argument goes to @cfg->command_arg; unknown commands and missing or extra
  * arguments are MLR_EINVAL too. @cfg must be released with mlr_config_cleanup() either way.
@@ -134,15 +137,30 @@ struct api_context {
 };
 
 /**
- * Binds @cfg->listen_host:@cfg->listen_port and starts accepting. The bound port is available
- * from api_server_port() (useful with port 0). Returns MLR_OK, or an error with a message in
- * @err; *@out is untouched on failure.
+ * Binds @cfg->listen_host:@cfg->listen_port and starts accepting, speaking TLS when
+ * @cfg->tls_cert is set. The bound port is available from api_server_port() (useful with port 0).
+ * Returns MLR_OK, or an error with a message in @err (MLR_EIO with OpenSSL's reason when the
+ * certificate or key cannot be loaded); *@out is untouched on failure.
  */
 int api_server_open(uv_loop_t *loop, const struct mlr_config *cfg, const struct api_context *ctx,
                     struct api_server **out, char *err, size_t errlen);
 
 /** The TCP port the server listens on. */
 int api_server_port(const struct api_server *srv);
+
+/** 1 when the listener speaks TLS only (tls.cert and tls.key are configured), else 0. */
+int api_server_tls_enabled(const struct api_server *srv);
+
+/** 1 when the listener is bound to a loopback address (127.0.0.0/8, ::1), else 0. */
+int api_server_is_loopback(const struct api_server *srv);
+
+/**
+ * Re-reads tls.cert and tls.key (SIGHUP). On success connections accepted from now on use the new
+ * certificate (open ones keep theirs) and its subject and expiry are logged; on failure the error
+ * is logged and the previous certificate stays in use. Returns MLR_OK (also when TLS is not
+ * configured: nothing to do) or MLR_EIO. Loop thread.
+ */
+int api_server_tls_reload(struct api_server *srv);
 
 /** Called once the server has fully stopped (all connections closed). */
 typedef void (*api_server_stop_cb)(void *data);

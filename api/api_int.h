@@ -183,6 +183,74 @@ void api_dispatch(struct api_req *req);
 void api__access_log(const struct api_server *srv, const struct api_req *req, const char *client,
                      int status, size_t bytes, int client_gone);
 
+/* ---------------------------------- TLS (tls.c) ---------------------------------- */
+
+struct api_tls_ctx;  /* the listener's certificate, key and protocol policy */
+struct api_tls_conn; /* one connection's TLS session, over memory buffers */
+
+/**
+ * Loads the PEM certificate chain @cert and the unencrypted PEM key @key (paths, kept for
+ * reloads) and checks that they match. Logs the certificate's subject and expiry. Returns MLR_OK
+ * or MLR_EIO with OpenSSL's reason in @err (unreadable file, not PEM, encrypted or mismatched
+ * key); *@out is written only on success. Free with api__tls_ctx_free().
+ */
+int api__tls_ctx_new(const char *cert, const char *key, struct api_tls_ctx **out, char *err,
+                     size_t errlen);
+
+/**
+ * Re-reads the same two files into a new context. On success sessions created from now on use it
+ * (existing ones keep the one they started with) and the certificate is logged; on failure
+ * returns the error as api__tls_ctx_new() does and @t is unchanged.
+ */
+int api__tls_ctx_reload(struct api_tls_ctx *t, char *err, size_t errlen);
+
+/** Frees @t (NULL is fine); sessions created from it stay valid. */
+void api__tls_ctx_free(struct api_tls_ctx *t);
+
+/** A new server-side session using @t's current certificate. Aborts on OOM. */
+struct api_tls_conn *api__tls_conn_new(struct api_tls_ctx *t);
+
+/** Frees @tc (NULL is fine) without sending anything. */
+void api__tls_conn_free(struct api_tls_conn *tc);
+
+/**
+ * Hands @len bytes read from the socket to the session. Returns MLR_OK; MLR_EINVAL when the very
+ * first byte shows a plain HTTP request instead of a TLS handshake (the session is then failed);
+ * MLR_ENOMEM when the buffer cannot grow.
+ */
+int api__tls_conn_feed(struct api_tls_conn *tc, const void *data, size_t len);
+
+/**
+ * Advances the handshake and appends every byte of plaintext that the input fed so far completes
+ * to @plain. Returns MLR_OK (possibly with nothing appended: a partial record, or a handshake
+ * step), or an error with the reason in @err when the session failed (handshake refused, bad
+ * record, @plain's cap reached); the connection must then end. Either way the session may have
+ * ciphertext to send (handshake replies, an alert): call api__tls_conn_output().
+ */
+int api__tls_conn_read(struct api_tls_conn *tc, struct mlr_buf *plain, char *err, size_t errlen);
+
+/**
+ * Encrypts @len bytes of plaintext; the records become available through
+ * api__tls_conn_output(). Only valid once api__tls_conn_established(). Returns MLR_OK or MLR_EIO
+ * (the session failed).
+ */
+int api__tls_conn_write(struct api_tls_conn *tc, const void *data, size_t len);
+
+/** Appends all ciphertext waiting to be sent to @out and empties the session's output. */
+void api__tls_conn_output(struct api_tls_conn *tc, struct mlr_buf *out);
+
+/** 1 once the handshake has completed. */
+int api__tls_conn_established(const struct api_tls_conn *tc);
+
+/**
+ * Queues close_notify (fetch it with api__tls_conn_output()). Returns 1 when it was queued now, 0
+ * when there is nothing to do (already sent, handshake unfinished, or the session failed).
+ */
+int api__tls_conn_shutdown(struct api_tls_conn *tc);
+
+/** The listener's TLS context, NULL when the server speaks plaintext. */
+struct api_tls_ctx *api__server_tls(const struct api_server *srv);
+
 /* ---------------------------------- connection (conn.c / server.c) ---------------------------------- */
 
 /** Writes the response bytes for @req (headers built here) and finishes the request. */
@@ -222,6 +290,8 @@ struct api_conn {
     int stop_requested;           /* server is stopping: close after the current response */
     int reject;                   /* over the connection cap: answer 429 and close */
     char peer[48];                /* the client's IP address ("-" if unknown) */
+    struct api_tls_conn *tls;     /* TLS session, NULL on a plaintext listener */
+    int tls_up;                   /* the TLS handshake has completed */
     struct api_conn *prev, *next; /* the server's list of open connections */
 };
 

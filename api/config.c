@@ -3,7 +3,7 @@
  * then the command line (spec §1: flags beat environment beats config file).
  *
  * The config file is a JSON object with flat dotted keys. Node keys (listen, data_dir, log.*,
- * http.*, workers.*) configure this process; `plugins.ml_commons.*` and `mlrelay.*` keys are the
+ * http.*, workers.*, tls.*) configure this process; `plugins.ml_commons.*` and `mlrelay.*` keys are the
  * initial values of cluster settings and are validated exactly as a PUT would validate them. Any
  * other key is an error, so a typo is reported instead of silently ignored. Runs in main() before
  * any thread starts; not thread-safe.
@@ -35,6 +35,8 @@ const char mlr_usage_text[] =
     "  --log-level LEVEL      debug | info | warn | error (default info)\n"
     "  --log-format FORMAT    text | json (default text)\n"
     "  --access-log BOOL      true | false: one info line per HTTP request (default true)\n"
+    "  --tls-cert FILE        PEM certificate chain: the listener then speaks TLS only\n"
+    "  --tls-key FILE         PEM private key of --tls-cert (unencrypted); SIGHUP reloads both\n"
     "  --help                 show this help and exit\n"
     "  --version              show the version and exit\n"
     "\n"
@@ -54,19 +56,27 @@ const char mlr_usage_text[] =
     "  Usage errors exit 2.\n"
     "\n"
     "Environment (flags win over environment, environment over the config file):\n"
-    "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG, MLRELAY_ACCESS_LOG,\n"
+    "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG, MLRELAY_ACCESS_LOG, MLRELAY_TLS_CERT,\n"
+    "  MLRELAY_TLS_KEY,\n"
     "  MLRELAY_MASTER_KEY (base64 of 32 bytes; overrides DATA_DIR/master.key),\n"
     "  MLRELAY_ADMIN_PASSWORD (creates user admin, role all_access, when no user exists)\n"
     "\n"
     "Config file keys: listen, data_dir, log.level, log.format, log.access,\n"
     "  http.max_content_length, http.max_header_size, http.max_connections, http.idle_timeout,\n"
-    "  http.request_timeout, http.shutdown_timeout, workers.threads, and any plugins.ml_commons.*\n"
-    "  or mlrelay.* cluster setting as its initial value.\n";
+    "  http.request_timeout, http.shutdown_timeout, workers.threads, tls.cert, tls.key, and any\n"
+    "  plugins.ml_commons.* or mlrelay.* cluster setting as its initial value.\n";
 
 static void set_str(char **dst, const char *v)
 {
     free(*dst);
     *dst = mlr_xstrdup(v);
+}
+
+/* An empty path means "not set", so a later layer can switch off what an earlier one set. */
+static void set_path(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = *v ? mlr_xstrdup(v) : NULL;
 }
 
 /* Parses "HOST:PORT" or "[V6]:PORT". */
@@ -93,12 +103,15 @@ static int parse_listen(struct mlr_config *cfg, const char *v, char *err, size_t
 }
 
 /* The node keys of the config file and how to parse each. */
-enum key_kind { K_LISTEN, K_DATA_DIR, K_LOG_LEVEL, K_LOG_FORMAT, K_BOOL, K_BYTES, K_INT, K_TIME };
+enum key_kind {
+    K_LISTEN, K_DATA_DIR, K_LOG_LEVEL, K_LOG_FORMAT, K_BOOL, K_BYTES, K_INT, K_TIME, K_PATH
+};
 
 struct node_key {
     const char *name;
     enum key_kind kind;
-    size_t offset;   /* of the int64_t field for K_BYTES/K_INT/K_TIME, the int for K_BOOL */
+    size_t offset;   /* of the int64_t field for K_BYTES/K_INT/K_TIME, the int for K_BOOL,
+                        the char * for K_PATH */
     int64_t min;     /* inclusive bounds for numbers */
     int64_t max;
 };
@@ -117,6 +130,8 @@ static const struct node_key node_keys[] = {
     {"http.request_timeout", K_TIME, OFF(request_timeout_ms), 1, INT32_MAX},
     {"http.shutdown_timeout", K_TIME, OFF(shutdown_timeout_ms), 0, INT32_MAX},
     {"workers.threads", K_INT, OFF(workers_threads), 1, 1024},
+    {"tls.cert", K_PATH, OFF(tls_cert), 0, 0},
+    {"tls.key", K_PATH, OFF(tls_key), 0, 0},
 };
 
 static int parse_number(const struct node_key *k, const char *v, int64_t *out)
@@ -152,6 +167,9 @@ static int set_node_key(struct mlr_config *cfg, const char *name, const char *v,
         return parse_listen(cfg, v, err, errlen);
     case K_DATA_DIR:
         set_str(&cfg->data_dir, v);
+        return MLR_OK;
+    case K_PATH:
+        set_path((char **)((char *)cfg + k->offset), v);
         return MLR_OK;
     case K_LOG_LEVEL:
         rc = mlr_log_level_parse(v, &cfg->log_level);
@@ -259,7 +277,8 @@ static const struct {
 } flag_keys[] = {
     {"--listen", "listen"},       {"--data-dir", "data_dir"},    {"--config", NULL},
     {"--log-level", "log.level"}, {"--log-format", "log.format"}, {"--access-log", "log.access"},
-    {"--backend-roles", NULL},    {"--roles", NULL},
+    {"--backend-roles", NULL},    {"--roles", NULL},            {"--tls-cert", "tls.cert"},
+    {"--tls-key", "tls.key"},
 };
 
 /* Environment variables, and the node key each one sets (MLRELAY_CONFIG is read first, apart). */
@@ -270,6 +289,8 @@ static const struct {
     {"MLRELAY_LISTEN", "listen"},
     {"MLRELAY_DATA_DIR", "data_dir"},
     {"MLRELAY_ACCESS_LOG", "log.access"},
+    {"MLRELAY_TLS_CERT", "tls.cert"},
+    {"MLRELAY_TLS_KEY", "tls.key"},
 };
 
 /* Commands: the first argument that is not an option, and how many arguments each takes. */
@@ -285,6 +306,16 @@ static const struct {
     {"users", MLR_RUN_USERS, 1, 2, "add NAME | list | delete NAME"},
     {"rotate-master-key", MLR_RUN_ROTATE_KEY, 0, 0, ""},
 };
+
+/* A certificate without its key (or the reverse) is a mistake, not a request for plaintext. */
+static int check_tls_pair(const struct mlr_config *cfg, char *err, size_t errlen)
+{
+    if ((cfg->tls_cert == NULL) == (cfg->tls_key == NULL))
+        return MLR_OK;
+    snprintf(err, errlen, "tls.cert and tls.key must be set together: %s is set but %s is not",
+             cfg->tls_cert ? "tls.cert" : "tls.key", cfg->tls_cert ? "tls.key" : "tls.cert");
+    return MLR_EINVAL;
+}
 
 /* Finds the value of a valued flag in argv ("--x v" or "--x=v"); NULL when absent. */
 static const char *flag_value(int argc, char **argv, const char *flag)
@@ -408,6 +439,8 @@ int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
         if (v)
             rc = set_node_key(cfg, flag_keys[f].key, v, err, errlen);
     }
+    if (rc == MLR_OK)
+        rc = check_tls_pair(cfg, err, errlen);
     return rc;
 }
 
@@ -420,6 +453,8 @@ void mlr_config_cleanup(struct mlr_config *cfg)
     free(cfg->command_arg2);
     free(cfg->user_backend_roles);
     free(cfg->user_roles);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
     json_object_put(cfg->cluster);
     memset(cfg, 0, sizeof(*cfg));
 }

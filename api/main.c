@@ -5,13 +5,14 @@
  * This is the only file that wires modules together. Start-up order matters: the store is open
  * and migrated and the settings are loaded before the listener opens, so the first request sees
  * the same state as the last one before a restart. Stop order is the reverse: stop accepting,
- * let in-flight requests answer (their writes commit first), close the store, exit 0.
+ * let in-flight requests answer (their writes commit first), close the store, exit 0. SIGHUP
+ * reloads the TLS certificate and key.
  *
  * The operations commands (`backup`, `check`) are parsed here too and run by api_cli_run()
  * instead of the server.
  *
  * Exit codes: 0 after a graceful stop, 1 when start-up fails (unreadable or too-new database,
- * port in use), 2 for a usage or configuration error.
+ * port in use, unreadable or mismatched TLS certificate/key), 2 for a usage or configuration error.
  */
 #include "api.h"
 
@@ -40,6 +41,7 @@ struct app {
     int dir_lock;                 /* descriptor holding the data directory's lock, or < 0 */
     uv_signal_t sigterm;
     uv_signal_t sigint;
+    uv_signal_t sighup;           /* reloads the TLS certificate */
     char node_id[MLR_ID_LEN + 1];
     unsigned char master_key[MLR_MASTER_KEY_LEN];
     char node_name[256];
@@ -146,7 +148,30 @@ static void on_signal(uv_signal_t *h, int signum)
     mlr_log(MLR_LOG_INFO, "main", "received %s, stopping", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
+    uv_close((uv_handle_t *)&a->sighup, NULL);
     api_server_stop(a->server, on_server_stopped, a);
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    struct app *a = h->data;
+    UNUSED(signum);
+    api_server_tls_reload(a->server); /* logs the outcome; a failure keeps the old certificate */
+}
+
+/* The one place that decides whether to warn about a plaintext listener reachable from other
+ * hosts (spec §8): requests, and with users their passwords, would cross the network in clear. */
+/* Spec §8: with users, a non-loopback listener without TLS would carry passwords in the clear.
+ * (Without users, non-loopback clients are refused anyway.) */
+static void warn_if_exposed(struct app *a)
+{
+    if (api_server_tls_enabled(a->server) || api_server_is_loopback(a->server) ||
+        !api_auth_enabled(a->auth))
+        return;
+    mlr_log(MLR_LOG_WARN, "main",
+            "listening on the non-loopback address %s without TLS while users are configured: "
+            "passwords and requests travel in clear text; set tls.cert and tls.key",
+            a->cfg.listen_host);
 }
 
 static int open_store(struct app *a, char *err, size_t errlen)
@@ -236,14 +261,17 @@ static int start(struct app *a, char *err, size_t errlen)
         return rc;
     uv_signal_init(&a->loop, &a->sigterm);
     uv_signal_init(&a->loop, &a->sigint);
-    a->sigterm.data = a->sigint.data = a;
+    uv_signal_init(&a->loop, &a->sighup);
+    a->sigterm.data = a->sigint.data = a->sighup.data = a;
     uv_signal_start(&a->sigterm, on_signal, SIGTERM);
     uv_signal_start(&a->sigint, on_signal, SIGINT);
+    uv_signal_start(&a->sighup, on_sighup, SIGHUP);
     char port[16];
     snprintf(port, sizeof(port), "%d", api_server_port(a->server));
     const char *kv[] = {"host", a->cfg.listen_host, "port", port, "data_dir", a->cfg.data_dir,
                         "node_id", a->node_id};
     mlr_log_kv(MLR_LOG_INFO, "main", "listening", kv, 4);
+    warn_if_exposed(a);
     return MLR_OK;
 }
 

@@ -5,7 +5,9 @@
  * in the backlog) and answered 429 before being closed; at most REJECT_MAX of those are in flight,
  * beyond that a surplus connection is closed at once. Stop closes the listener, closes idle
  * connections, lets requests in progress answer, and force-closes the rest after
- * http.shutdown_timeout. Loop thread only.
+ * http.shutdown_timeout. With tls.cert/tls.key the server owns the TLS context (tls.c) that every
+ * new connection takes its session from, and reloads it on request (SIGHUP in main.c).
+ * Loop thread only.
  */
 #include "api_int.h"
 
@@ -24,7 +26,9 @@ struct api_server {
     struct api_conn *conns;       /* open connections (doubly linked) */
     int64_t nconns;               /* served connections */
     int64_t nrejects;             /* connections being answered 429 */
+    struct api_tls_ctx *tls;      /* NULL: plaintext listener */
     int port;                     /* bound port */
+    int loopback;                 /* bound to a loopback address */
     int stopping;
     int handles;                  /* listener + stop timer still open */
     int timer_closed;             /* stop_timer has been closed */
@@ -47,6 +51,35 @@ int api_server_port(const struct api_server *srv)
     return srv->port;
 }
 
+struct api_tls_ctx *api__server_tls(const struct api_server *srv)
+{
+    return srv->tls;
+}
+
+int api_server_tls_enabled(const struct api_server *srv)
+{
+    return srv->tls != NULL;
+}
+
+int api_server_is_loopback(const struct api_server *srv)
+{
+    return srv->loopback;
+}
+
+int api_server_tls_reload(struct api_server *srv)
+{
+    char err[1024];
+    if (srv->tls == NULL) {
+        mlr_log(MLR_LOG_INFO, "tls", "reload requested but TLS is not configured; nothing to do");
+        return MLR_OK;
+    }
+    int rc = api__tls_ctx_reload(srv->tls, err, sizeof(err));
+    if (rc != MLR_OK)
+        mlr_log(MLR_LOG_ERROR, "tls", "reload failed, still serving the previous certificate: %s",
+                err);
+    return rc;
+}
+
 static void on_server_handle_closed(uv_handle_t *h);
 
 static void close_stop_timer(struct api_server *srv)
@@ -65,6 +98,7 @@ static void maybe_finish_stop(struct api_server *srv)
         return;
     api_server_stop_cb cb = srv->stop_cb;
     void *data = srv->stop_data;
+    api__tls_ctx_free(srv->tls);
     free(srv);
     if (cb)
         cb(data);
@@ -172,6 +206,7 @@ static int bind_listener(struct api_server *srv, char *err, size_t errlen)
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &len);
     srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
+    srv->loopback = api_addr_is_loopback((struct sockaddr *)&bound);
     return MLR_OK;
 }
 
@@ -185,10 +220,17 @@ static void on_server_handle_closed(uv_handle_t *h)
 int api_server_open(uv_loop_t *loop, const struct mlr_config *cfg, const struct api_context *ctx,
                     struct api_server **out, char *err, size_t errlen)
 {
+    struct api_tls_ctx *tls = NULL;
+    if (cfg->tls_cert != NULL) {
+        int rc = api__tls_ctx_new(cfg->tls_cert, cfg->tls_key, &tls, err, errlen);
+        if (rc != MLR_OK)
+            return rc;
+    }
     struct api_server *srv = mlr_xcalloc(1, sizeof(*srv));
     srv->loop = loop;
     srv->cfg = cfg;
     srv->ctx = *ctx;
+    srv->tls = tls; /* the server owns the context now */
     uv_tcp_init(loop, &srv->listener);
     uv_timer_init(loop, &srv->stop_timer);
     srv->listener.data = srv;
