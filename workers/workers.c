@@ -29,6 +29,7 @@ void workers_free(struct workers *w)
         return;
     workers__poller_free(w);
     workers__registry_clear(w);
+    workers__stats_cleanup(&w->stats);
     mlr_settings_unref(w->settings);
     pthread_mutex_destroy(&w->lock);
     free(w);
