@@ -30,6 +30,7 @@ struct api_server {
     int timer_closed;             /* stop_timer has been closed */
     api_server_stop_cb stop_cb;
     void *stop_data;
+    struct api_http_stats *http_stats; /* request counters for /metrics */
 };
 
 const struct mlr_config *api__server_config(const struct api_server *srv)
@@ -40,6 +41,16 @@ const struct mlr_config *api__server_config(const struct api_server *srv)
 const struct api_context *api__server_context(const struct api_server *srv)
 {
     return &srv->ctx;
+}
+
+struct api_http_stats *api__server_http_stats(const struct api_server *srv)
+{
+    return srv->http_stats;
+}
+
+int64_t api__server_conn_count(const struct api_server *srv)
+{
+    return srv->nconns;
 }
 
 int api_server_port(const struct api_server *srv)
@@ -65,6 +76,7 @@ static void maybe_finish_stop(struct api_server *srv)
         return;
     api_server_stop_cb cb = srv->stop_cb;
     void *data = srv->stop_data;
+    api__http_stats_free(srv->http_stats);
     free(srv);
     if (cb)
         cb(data);
@@ -187,6 +199,7 @@ int api_server_open(uv_loop_t *loop, const struct mlr_config *cfg, const struct 
     srv->loop = loop;
     srv->cfg = cfg;
     srv->ctx = *ctx;
+    srv->http_stats = api__http_stats_new();
     uv_tcp_init(loop, &srv->listener);
     uv_timer_init(loop, &srv->stop_timer);
     srv->listener.data = srv;

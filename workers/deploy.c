@@ -323,7 +323,8 @@ static void runner_committed(struct queue_job *job, int status, void *data)
     job->payload = NULL;
     int action = action_of(job->type);
     if (action >= 0)
-        workers_stats_add(w, job->model_id[0] ? job->model_id : NULL,
+        workers_stats_add(w, job->model_id[0] && status == MLR_OK && job->applied ? job->model_id
+                                                                                 : NULL,
                           (enum workers_action)action, 1,
                           status != MLR_OK || job->timed_out || job->state != QUEUE_STATE_COMPLETED);
     const char *kv[] = {"task_id", job->id, "model_id", job->model_id, "state",

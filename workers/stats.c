@@ -73,17 +73,25 @@ static struct workers_model_counts *model_counts(struct workers_stats *st, const
     return m;
 }
 
+/* Adds to @model_id's counts only. */
+static void model_add(struct workers_stats *st, const char *model_id, enum workers_action a,
+                      int requests, int failures)
+{
+    struct workers_model_counts *m = model_counts(st, model_id);
+    if (m) {
+        m->requests[a] += (uint64_t)requests;
+        m->failures[a] += (uint64_t)failures;
+    }
+}
+
 void workers_stats_add(struct workers *w, const char *model_id, enum workers_action a,
                        int requests, int failures)
 {
     struct workers_stats *st = &w->stats;
     st->requests[a] += (uint64_t)requests;
     st->failures[a] += (uint64_t)failures;
-    struct workers_model_counts *m = model_id ? model_counts(st, model_id) : NULL;
-    if (m) {
-        m->requests[a] += (uint64_t)requests;
-        m->failures[a] += (uint64_t)failures;
-    }
+    if (model_id)
+        model_add(st, model_id, a, requests, failures);
 }
 
 void workers__stats_cleanup(struct workers_stats *st)
@@ -99,10 +107,15 @@ void workers__stats_cleanup(struct workers_stats *st)
     st->nmodels = 0;
 }
 
-/* A counted call: the caller's callback and what to count when it is answered. */
+/*
+ * A counted call: the caller's callback and what to count when it is answered. Per-model counts
+ * are only opened for a model deployed here (when the call starts, or once an auto-deploy made
+ * it so), so predicts on made-up ids cannot use up the WORKERS_STATS_MODELS_MAX entries.
+ */
 struct counted {
     struct workers *w;
     enum workers_action action;
+    int per_model;                   /* the request was counted for the model too */
     workers_predict_cb cb;
     void *data;
     char model_id[STORE_ID_MAX + 1];
@@ -114,10 +127,11 @@ void *workers__counted_new(struct workers *w, const char *model_id, enum workers
     struct counted *c = mlr_xmalloc(sizeof(*c));
     c->w = w;
     c->action = a;
+    c->per_model = workers_deployment_get(w, model_id) != NULL;
     c->cb = cb;
     c->data = data;
     snprintf(c->model_id, sizeof(c->model_id), "%s", model_id);
-    workers_stats_add(w, model_id, a, 1, 0);
+    workers_stats_add(w, c->per_model ? model_id : NULL, a, 1, 0);
     w->stats.predicts_inflight++;
     return c;
 }
@@ -126,9 +140,15 @@ void workers__counted_cb(struct json_object *response, const struct workers_erro
                          void *data)
 {
     struct counted *c = data;
-    c->w->stats.predicts_inflight--;
-    if (e)
-        workers_stats_add(c->w, c->model_id, c->action, 0, 1);
+    struct workers *w = c->w;
+    w->stats.predicts_inflight--;
+    if (c->per_model) {
+        workers_stats_add(w, c->model_id, c->action, 0, e != NULL);
+    } else {
+        workers_stats_add(w, NULL, c->action, 0, e != NULL);
+        if (workers_deployment_get(w, c->model_id)) /* auto-deployed: the model counts now */
+            model_add(&w->stats, c->model_id, c->action, 1, e != NULL);
+    }
     workers_predict_cb cb = c->cb;
     void *cb_data = c->data;
     free(c);

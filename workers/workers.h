@@ -251,7 +251,9 @@ enum workers_action {
 
 /**
  * Adds @requests and @failures to the counts of action @a, for the node and, when @model_id is
- * not NULL, for that model. Costs a hash lookup; never allocates once the model is known.
+ * not NULL, for that model. Pass a model id only for a model known to exist (deployed here, or
+ * whose task outcome applied), so made-up ids cannot take the per-model entries. Costs a hash
+ * lookup; allocates only for a model's first count.
  */
 void workers_stats_add(struct workers *w, const char *model_id, enum workers_action a,
                        int requests, int failures);
