@@ -138,11 +138,12 @@ struct api_http_stats *api__http_stats_new(void);
 /** Frees @st. Accepts NULL. */
 void api__http_stats_free(struct api_http_stats *st);
 /**
- * Counts one response: @route (NULL when no route matched), the request's @method, the
- * answered @status, and the latency since @start_ns (uv_hrtime). Loop thread; nanoseconds.
+ * Counts one response: @route (NULL when no route matched), the request's @method (an enum
+ * http_method, or -1 when the request line never arrived), the answered @status, and the
+ * latency since @start_ns (uv_hrtime). Loop thread; nanoseconds.
  */
 void api__http_stats_record(struct api_http_stats *st, const struct api_route *route,
-                            enum http_method method, int status, uint64_t start_ns);
+                            int method, int status, uint64_t start_ns);
 /** Appends the HTTP families (requests, latency, open connections @conns) to @out. */
 void api__http_stats_write(const struct api_http_stats *st, int64_t conns, struct mlr_buf *out);
 

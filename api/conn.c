@@ -193,9 +193,11 @@ static void conn_error(struct api_conn *c, int status, const char *type, const c
     api_render(root, 0, &body);
     json_object_put(root);
     build_head(&head, status, JSON_TYPE, body.len, 0, NULL);
-    api__http_stats_record(api__server_http_stats(c->srv), c->req ? c->req->route : NULL,
-                           c->req ? c->req->method : HTTP_GET, status,
-                           c->req ? c->req->start_ns : uv_hrtime());
+    /* A request whose headers never completed has no method yet (on_headers_complete sets it;
+     * it is a GET until then only because the struct was zeroed). */
+    int method = c->req && c->req->path ? (int)c->req->method : -1;
+    api__http_stats_record(api__server_http_stats(c->srv), c->req ? c->req->route : NULL, method,
+                           status, c->req ? c->req->start_ns : uv_hrtime());
     uv_timer_stop(&c->timer);
     c->close_after_write = 1;
     c->linger = 1;
@@ -218,8 +220,8 @@ void api__conn_respond_typed(struct api_req *req, int status, const char *conten
     struct api_conn *c = req->conn;
     assert(!req->responded);
     req->responded = 1;
-    api__http_stats_record(api__server_http_stats(req->srv), req->route, req->method, status,
-                           req->start_ns);
+    api__http_stats_record(api__server_http_stats(req->srv), req->route, (int)req->method,
+                           status, req->start_ns);
     if (c == NULL || c->closing) {
         req_free(req); /* the client is gone; nobody to answer */
         return;

@@ -23,7 +23,7 @@
 
 struct slot {
     int status;              /* 0 = unused; -1 = the overflow slot */
-    enum http_method method;
+    int method;              /* enum http_method, or -1 when no request line was parsed */
     uint64_t count;
 };
 
@@ -71,7 +71,7 @@ void api__http_stats_free(struct api_http_stats *st)
 }
 
 void api__http_stats_record(struct api_http_stats *st, const struct api_route *route,
-                            enum http_method method, int status, uint64_t start_ns)
+                            int method, int status, uint64_t start_ns)
 {
     struct pattern_stats *p =
         &st->patterns[route ? st->row_pattern[api__route_index(route)] : st->npatterns - 1];
@@ -100,9 +100,11 @@ static void write_requests(const struct api_http_stats *st, struct mlr_buf *out)
             snprintf(code, sizeof(code), "%d", ps->slots[i].status);
             mlr_buf_reset(&lab);
             mlr_metrics_label(&lab, "route", ps->pattern);
+            int m = ps->slots[i].method;
             mlr_metrics_label(&lab, "method",
                               ps->slots[i].status < 0 ? "other"
-                                                      : http_method_str(ps->slots[i].method));
+                              : m < 0                 ? "unknown"
+                                                      : http_method_str((enum http_method)m));
             mlr_metrics_label(&lab, "code", ps->slots[i].status < 0 ? "other" : code);
             mlr_metrics_u64(out, "mlrelay_http_requests_total", lab.data, ps->slots[i].count);
         }

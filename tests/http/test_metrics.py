@@ -11,6 +11,7 @@ import math
 import re
 import time
 
+from harness import read_responses
 from test_predict import ML, SETTINGS, deploy, model_for, predict, predict_ok, relay
 
 PROM_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -243,7 +244,15 @@ def test_metrics_head_and_wrong_method(h):
     assert r.headers["content-type"] == PROM_TYPE
     r = s.post("/metrics", {})
     assert r.status == 405, r
+    # A connection-level refusal (413 before the body is read) counts under its route.
+    sock = s.socket()
+    sock.sendall(b"POST /_plugins/_ml/models/abc/_predict HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n")
+    assert read_responses(sock, 1)[0][0] == 413
+    sock.close()
     samples = scrape(s)
+    assert value(samples, "mlrelay_http_requests_total", route=PREDICT_ROUTE, method="POST",
+                 code="413") == 1
     assert value(samples, "mlrelay_http_requests_total", route="/metrics", method="HEAD",
                  code="200") == 1
     assert value(samples, "mlrelay_http_requests_total", route="unmatched", method="POST",
