@@ -480,11 +480,16 @@ void mlr_samples_cleanup(struct mlr_samples *s);
  * empties the ring and records nothing.
  */
 void mlr_samples_push(struct mlr_samples *s, double v, size_t cap);
+/** Sets the ring's capacity to @cap (clamped to MLR_SAMPLES_MAX), keeping the newest values;
+ * 0 frees it. */
+void mlr_samples_resize(struct mlr_samples *s, size_t cap);
 /**
  * Computes count, min, max, average and the 50th/90th/99th percentiles (see mlr_percentile())
- * of the values held. Returns 0 with @out filled, or -1 when the ring is empty.
+ * of the newest @last values held (all of them when fewer), so a window that was just shrunk
+ * reports at once what its next push would keep. Returns 0 with @out filled, or -1 when there
+ * is no value to summarise (an empty ring, or @last 0).
  */
-int mlr_samples_stats(const struct mlr_samples *s, struct mlr_sample_stats *out);
+int mlr_samples_stats(const struct mlr_samples *s, size_t last, struct mlr_sample_stats *out);
 /**
  * The @p-th percentile (0..100) of @n ascending values, interpolating linearly between the
  * closest ranks at position p/100 * (n - 1) (the method behind the figures in ML Commons'

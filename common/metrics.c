@@ -215,12 +215,19 @@ static void resize(struct mlr_samples *s, size_t cap)
     s->next = cap ? keep % cap : 0;
 }
 
-void mlr_samples_push(struct mlr_samples *s, double v, size_t cap)
+void mlr_samples_resize(struct mlr_samples *s, size_t cap)
 {
     if (cap > MLR_SAMPLES_MAX)
         cap = MLR_SAMPLES_MAX;
     if (cap != s->cap)
         resize(s, cap);
+}
+
+void mlr_samples_push(struct mlr_samples *s, double v, size_t cap)
+{
+    mlr_samples_resize(s, cap);
+    if (cap > MLR_SAMPLES_MAX)
+        cap = MLR_SAMPLES_MAX;
     if (cap == 0)
         return;
     s->v[s->next] = v;
@@ -244,24 +251,25 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-int mlr_samples_stats(const struct mlr_samples *s, struct mlr_sample_stats *out)
+int mlr_samples_stats(const struct mlr_samples *s, size_t last, struct mlr_sample_stats *out)
 {
-    if (s->n == 0)
+    size_t n = s->n < last ? s->n : last;
+    if (n == 0)
         return -1;
-    double *v = mlr_xmalloc(s->n * sizeof(*v));
+    double *v = mlr_xmalloc(n * sizeof(*v));
     double sum = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        v[i] = nth(s, i);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = nth(s, s->n - n + i);
         sum += v[i];
     }
-    qsort(v, s->n, sizeof(*v), cmp_double);
-    out->count = s->n;
+    qsort(v, n, sizeof(*v), cmp_double);
+    out->count = n;
     out->min = v[0];
-    out->max = v[s->n - 1];
-    out->average = sum / (double)s->n;
-    out->p50 = mlr_percentile(v, s->n, 50);
-    out->p90 = mlr_percentile(v, s->n, 90);
-    out->p99 = mlr_percentile(v, s->n, 99);
+    out->max = v[n - 1];
+    out->average = sum / (double)n;
+    out->p50 = mlr_percentile(v, n, 50);
+    out->p90 = mlr_percentile(v, n, 90);
+    out->p99 = mlr_percentile(v, n, 99);
     free(v);
     return 0;
 }

@@ -155,6 +155,14 @@ void workers__counted_cb(struct json_object *response, const struct workers_erro
     cb(response, e, cb_data);
 }
 
+void workers__stats_window(struct workers *w, int64_t window)
+{
+    for (int i = 0; i < WORKERS_BUCKETS; i++) {
+        for (struct deployment *d = w->buckets[i]; d; d = d->next)
+            mlr_samples_resize(&d->upstream.predict_ms, (size_t)(window > 0 ? window : 0));
+    }
+}
+
 /* ---------------------------------- stats API ---------------------------------- */
 
 void workers_stats_node(struct workers *w, struct workers_node_stats *out)
@@ -240,11 +248,12 @@ static struct json_object *node_list(const struct workers *w)
     return a;
 }
 
-/* {"count","max","min","average","p50","p90","p99"} in ML Commons' order, or NULL. */
-static struct json_object *latency_json(const struct mlr_samples *s)
+/* {"count","max","min","average","p50","p90","p99"} in ML Commons' order over the newest
+ * @window values, or NULL. */
+static struct json_object *latency_json(const struct mlr_samples *s, size_t window)
 {
     struct mlr_sample_stats st;
-    if (mlr_samples_stats(s, &st) != 0)
+    if (mlr_samples_stats(s, window, &st) != 0)
         return NULL;
     struct json_object *o = json_object_new_object();
     json_object_object_add(o, "count", json_object_new_int64((int64_t)st.count));
@@ -257,7 +266,7 @@ static struct json_object *latency_json(const struct mlr_samples *s)
     return o;
 }
 
-static struct json_object *model_profile(struct workers *w, struct deployment *d)
+static struct json_object *model_profile(struct workers *w, struct deployment *d, size_t window)
 {
     /* ML Commons shows the predictor object's Java toString(); we keep its class name and put
      * a hash of the model id where the JVM puts an identity hash (never a pointer). */
@@ -269,7 +278,7 @@ static struct json_object *model_profile(struct workers *w, struct deployment *d
     json_object_object_add(o, "predictor", json_object_new_string(predictor));
     json_object_object_add(o, "target_worker_nodes", node_list(w)); /* consumes the list */
     json_object_object_add(o, "worker_nodes", node_list(w));        /* consumes the list */
-    struct json_object *lat = latency_json(&d->upstream.predict_ms);
+    struct json_object *lat = latency_json(&d->upstream.predict_ms, window);
     if (lat)
         json_object_object_add(o, "predict_request_stats", lat); /* consumes lat */
     return o;
@@ -277,11 +286,17 @@ static struct json_object *model_profile(struct workers *w, struct deployment *d
 
 struct json_object *workers_profile_models(struct workers *w, struct json_object *ids)
 {
+    /* The current window, not the one each ring was last pushed with: setting it to 0 hides
+     * the figures at once, as ML Commons clears its cache when the setting changes. */
+    struct mlr_settings *s = workers_settings_get(w);
+    int64_t window = mlr_settings_int(s, MLR_S_MONITORING_REQUEST_COUNT);
+    mlr_settings_unref(s);
     struct json_object *o = json_object_new_object();
     for (int i = 0; i < WORKERS_BUCKETS; i++) {
         for (struct deployment *d = w->buckets[i]; d; d = d->next) {
             if (listed(ids, d->model_id))
-                json_object_object_add(o, d->model_id, model_profile(w, d)); /* consumes */
+                json_object_object_add(o, d->model_id, /* consumes the profile */
+                                       model_profile(w, d, (size_t)(window > 0 ? window : 0)));
         }
     }
     return o;

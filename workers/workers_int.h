@@ -47,6 +47,10 @@ struct workers_stats {
 /* Frees the per-model counts (workers_free()). */
 void workers__stats_cleanup(struct workers_stats *st);
 
+/* monitoring_request_count is now @window: every deployment's latency ring keeps only that many
+ * (0 clears them, as ML Commons clears its cache). Loop thread. */
+void workers__stats_window(struct workers *w, int64_t window);
+
 /* A predict-like call counted from start to answer (stats.c): wraps @cb/@data so the answer
  * counts a failure and ends the in-flight count. Returns the data to pass with
  * workers__counted_cb. */

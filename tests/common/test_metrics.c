@@ -169,23 +169,27 @@ static void metrics_samples_ring_keeps_the_newest(void **state)
     struct mlr_samples s;
     struct mlr_sample_stats st;
     mlr_samples_init(&s);
-    assert_int_equal(mlr_samples_stats(&s, &st), -1);
+    assert_int_equal(mlr_samples_stats(&s, SIZE_MAX, &st), -1);
     for (int i = 1; i <= 10; i++)
         mlr_samples_push(&s, i, 4); /* keeps 7, 8, 9, 10 */
-    assert_int_equal(mlr_samples_stats(&s, &st), 0);
+    assert_int_equal(mlr_samples_stats(&s, SIZE_MAX, &st), 0);
     assert_int_equal(st.count, 4);
     assert_true(st.min == 7 && st.max == 10 && st.average == 8.5);
     assert_true(st.min <= st.p50 && st.p50 <= st.p90 && st.p90 <= st.p99 && st.p99 <= st.max);
     assert_true(st.p50 == 8.5);
     /* Shrinking keeps the newest values; growing keeps them all. */
     mlr_samples_push(&s, 11, 2); /* 10, 11 */
-    assert_int_equal(mlr_samples_stats(&s, &st), 0);
+    assert_int_equal(mlr_samples_stats(&s, SIZE_MAX, &st), 0);
     assert_true(st.count == 2 && st.min == 10 && st.max == 11);
     mlr_samples_push(&s, 12, 100); /* 10, 11, 12 */
-    assert_int_equal(mlr_samples_stats(&s, &st), 0);
+    assert_int_equal(mlr_samples_stats(&s, SIZE_MAX, &st), 0);
     assert_true(st.count == 3 && st.min == 10 && st.max == 12 && st.average == 11);
+    /* Asking for the newest 2 of 3 reports what a window of 2 would hold. */
+    assert_int_equal(mlr_samples_stats(&s, 2, &st), 0);
+    assert_true(st.count == 2 && st.min == 11 && st.max == 12);
+    assert_int_equal(mlr_samples_stats(&s, 0, &st), -1);
     mlr_samples_push(&s, 13, 0); /* monitoring_request_count 0: keep nothing */
-    assert_int_equal(mlr_samples_stats(&s, &st), -1);
+    assert_int_equal(mlr_samples_stats(&s, SIZE_MAX, &st), -1);
     mlr_samples_push(&s, 1, MLR_SAMPLES_MAX + 10); /* clamped */
     assert_int_equal(s.cap, MLR_SAMPLES_MAX);
     mlr_samples_cleanup(&s);
@@ -200,7 +204,7 @@ static void metrics_samples_unordered_input(void **state)
     mlr_samples_init(&s);
     for (int i = 0; i < 1000; i++)
         mlr_samples_push(&s, (double)((i * 7919) % 1000), 100);
-    assert_int_equal(mlr_samples_stats(&s, &st), 0);
+    assert_int_equal(mlr_samples_stats(&s, SIZE_MAX, &st), 0);
     assert_int_equal(st.count, 100);
     assert_true(st.min <= st.p50 && st.p50 <= st.p90 && st.p90 <= st.p99 && st.p99 <= st.max);
     mlr_samples_cleanup(&s);

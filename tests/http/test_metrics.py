@@ -370,11 +370,22 @@ def test_profile_models_latency_window(h):
         assert r.json == {}, r
 
         # The window is plugins.ml_commons.monitoring_request_count predicts long.
-        r = s.put(SETTINGS, {"persistent": {"plugins.ml_commons.monitoring_request_count": 3}})
+        window = "plugins.ml_commons.monitoring_request_count"
+        r = s.put(SETTINGS, {"persistent": {window: 3}})
         assert r.status == 200, r
+        r = s.get(ML + "/profile/models/" + mid)
+        check_latency(r.json["nodes"][node]["models"][mid]["predict_request_stats"], 3)
         predict_ok(s, mid, MESSAGES)
         r = s.get(ML + "/profile/models/" + mid)
         check_latency(r.json["nodes"][node]["models"][mid]["predict_request_stats"], 3)
+        assert s.put(SETTINGS, {"persistent": {window: 0}}).status == 200
+        r = s.get(ML + "/profile/models/" + mid)
+        assert "predict_request_stats" not in r.json["nodes"][node]["models"][mid], r
+        assert s.put(SETTINGS, {"persistent": {window: None}}).status == 200  # back to 100
+        for _ in range(2):
+            predict_ok(s, mid, MESSAGES)
+        r = s.get(ML + "/profile/models/" + mid)
+        check_latency(r.json["nodes"][node]["models"][mid]["predict_request_stats"], 2)
 
 
 def test_profile_shows_running_tasks(h):
