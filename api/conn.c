@@ -220,8 +220,11 @@ void api__conn_respond_typed(struct api_req *req, int status, const char *conten
     struct api_conn *c = req->conn;
     assert(!req->responded);
     req->responded = 1;
-    api__http_stats_record(api__server_http_stats(req->srv), req->route, (int)req->method,
-                           status, req->start_ns);
+    /* Only while the connection exists: a request whose client left may be answered after the
+     * server (and its counters) is gone, during shutdown. */
+    if (c != NULL)
+        api__http_stats_record(api__server_http_stats(c->srv), req->route, (int)req->method,
+                               status, req->start_ns);
     if (c == NULL || c->closing) {
         req_free(req); /* the client is gone; nobody to answer */
         return;
