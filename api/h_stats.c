@@ -159,11 +159,12 @@ static int parse_levels(struct stats_query *q, struct json_object *list)
     return 0;
 }
 
-/* Fills @q from the body (MLStatsInput). Returns 0, or -1 after answering 400. */
+/* Fills @q from the body (MLStatsInput). Returns 0, or -1 after answering 400. @q lives in the
+ * request's pool, so nothing may touch it once an answer went out. */
 static int stats_body_parse(struct api_req *req, struct stats_query *q)
 {
-    struct json_object *levels = NULL, *cluster = NULL, *node = NULL;
-    int rc = string_list(req, "node_ids", &q->node_ids);
+    struct json_object *nodes = NULL, *levels = NULL, *cluster = NULL, *node = NULL;
+    int rc = string_list(req, "node_ids", &nodes);
     if (rc == 0)
         rc = string_list(req, "target_stat_levels", &levels);
     if (rc == 0)
@@ -175,11 +176,14 @@ static int stats_body_parse(struct api_req *req, struct stats_query *q)
     json_object_put(levels);
     json_object_put(cluster);
     json_object_put(node);
-    if (rc != 0 || bad)
-        json_object_put(q->node_ids);
-    if (bad)
-        api_send_error(req, 400, "illegal_argument_exception", "Wrong ML stat or stat level");
-    return rc != 0 || bad ? -1 : 0;
+    if (rc != 0 || bad) {
+        json_object_put(nodes);
+        if (bad)
+            api_send_error(req, 400, "illegal_argument_exception", "Wrong ML stat or stat level");
+        return -1;
+    }
+    q->node_ids = nodes;
+    return 0;
 }
 
 /* Fills @q from the body or the path. Returns 0, or -1 after answering 400. */

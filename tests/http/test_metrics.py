@@ -368,6 +368,9 @@ def test_profile_models_latency_window(h):
         r = s.request("GET", ML + "/profile", body={"node_ids": ["elsewhere"],
                                                     "return_all_models": True})
         assert r.json == {}, r
+        for bad in ({"model_ids": 5}, {"node_ids": ["a"], "task_ids": [1]}):
+            r = s.request("GET", ML + "/profile", body=bad)
+            assert r.status == 400 and r.error()[0] == "illegal_argument_exception", (bad, r)
 
         # The window is plugins.ml_commons.monitoring_request_count predicts long.
         window = "plugins.ml_commons.monitoring_request_count"
