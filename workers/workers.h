@@ -283,8 +283,9 @@ struct json_object *workers_stats_models(struct workers *w);
  * The deployed models as ML Commons' profile API shows them (reference §14):
  * {"<model id>": {"model_state": "DEPLOYED", "predictor", "target_worker_nodes",
  * "worker_nodes", "predict_request_stats": {"count", "min", "max", "average", "p50", "p90",
- * "p99"}}}, latencies in ms over the last plugins.ml_commons.monitoring_request_count successful
- * predicts (the stats only once there is one). @ids: array of model ids to keep, or NULL for all.
+ * "p99"}}}, latencies in ms (predict start to its last upstream answer) over the last
+ * plugins.ml_commons.monitoring_request_count successful predicts (the stats only once there is
+ * one). @ids: array of model ids to keep, or NULL for all.
  * Returns a new object (possibly empty).
  */
 struct json_object *workers_profile_models(struct workers *w, struct json_object *ids);
