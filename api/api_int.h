@@ -257,6 +257,37 @@ struct api_tls_ctx *api__server_tls(const struct api_server *srv);
 void api__conn_respond(struct api_req *req, int status, const char *extra_headers,
                        struct mlr_buf *body);
 
+/** api__conn_respond() with a content type other than JSON (GET /metrics). */
+void api__conn_respond_typed(struct api_req *req, int status, const char *content_type,
+                             const char *extra_headers, struct mlr_buf *body);
+
+/* ---------------------------------- HTTP metrics (http_stats.c) ---------------------------------- */
+
+struct api_http_stats;
+
+/** Creates the HTTP request counters for the route table (one set per path pattern). */
+struct api_http_stats *api__http_stats_new(void);
+/** Frees @st. Accepts NULL. */
+void api__http_stats_free(struct api_http_stats *st);
+/**
+ * Counts one response: @route (NULL when no route matched), the request's @method (an enum
+ * http_method, or -1 when the request line never arrived), the answered @status, and the
+ * latency since @start_ns (uv_hrtime). Loop thread; nanoseconds.
+ */
+void api__http_stats_record(struct api_http_stats *st, const struct api_route *route,
+                            int method, int status, uint64_t start_ns);
+/** Appends the HTTP families (requests, latency, open connections @conns) to @out. */
+void api__http_stats_write(const struct api_http_stats *st, int64_t conns, struct mlr_buf *out);
+
+/** The server's HTTP counters and its open (served) connections. */
+struct api_http_stats *api__server_http_stats(const struct api_server *srv);
+int64_t api__server_conn_count(const struct api_server *srv);
+
+/** The route table: its length, row @i, and the row index of @route. */
+int api__route_count(void);
+const struct api_route *api__route_at(int i);
+int api__route_index(const struct api_route *route);
+
 /** Server-level limits, read by conn.c. */
 const struct mlr_config *api__server_config(const struct api_server *srv);
 const struct api_context *api__server_context(const struct api_server *srv);
@@ -344,6 +375,9 @@ void api_h_algorithm_predict(struct api_req *req);
 void api_h_model_batch_ingest(struct api_req *req);
 void api_h_task_results(struct api_req *req);
 void api_h_model_batch_predict(struct api_req *req);
+void api_h_stats(struct api_req *req);
+void api_h_profile(struct api_req *req);
+void api_h_metrics(struct api_req *req);
 
 /** The register response {"task_id","status":"CREATED","model_id"}. */
 void api_send_registered(struct api_req *req, const char *task_id, const char *model_id);

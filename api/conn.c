@@ -202,16 +202,18 @@ static void write_out(struct api_conn *c, struct mlr_buf *head, struct mlr_buf *
     c->writes++;
 }
 
-static void build_head(struct mlr_buf *head, int status, size_t len, int keep_alive,
-                       const char *extra)
+#define JSON_TYPE "application/json; charset=UTF-8"
+
+static void build_head(struct mlr_buf *head, int status, const char *ctype, size_t len,
+                       int keep_alive, const char *extra)
 {
     mlr_buf_printf(head,
                    "HTTP/1.1 %d %s\r\n"
-                   "content-type: application/json; charset=UTF-8\r\n"
+                   "content-type: %s\r\n"
                    "content-length: %zu\r\n"
                    "%s%s\r\n",
-                   status, api_status_text(status), len, keep_alive ? "" : "connection: close\r\n",
-                   extra ? extra : "");
+                   status, api_status_text(status), ctype, len,
+                   keep_alive ? "" : "connection: close\r\n", extra ? extra : "");
 }
 
 /* A connection-level error (no handler involved): answer and close the connection. */
@@ -223,8 +225,13 @@ static void conn_error(struct api_conn *c, int status, const char *type, const c
     mlr_buf_init(&body, 0);
     api_render(root, 0, &body);
     json_object_put(root);
-    build_head(&head, status, body.len, 0, NULL);
+    build_head(&head, status, JSON_TYPE, body.len, 0, NULL);
     api__access_log(c->srv, c->dispatched ? NULL : c->req, c->peer, status, body.len, 0);
+    /* A request whose headers never completed has no method yet (on_headers_complete sets it;
+     * it is a GET until then only because the struct was zeroed). */
+    int method = c->req && c->req->path ? (int)c->req->method : -1;
+    api__http_stats_record(api__server_http_stats(c->srv), c->req ? c->req->route : NULL, method,
+                           status, c->req ? c->req->start_ns : uv_hrtime());
     uv_timer_stop(&c->timer);
     c->close_after_write = 1;
     c->linger = 1;
@@ -238,9 +245,20 @@ static void conn_error(struct api_conn *c, int status, const char *type, const c
 void api__conn_respond(struct api_req *req, int status, const char *extra_headers,
                        struct mlr_buf *body)
 {
+    api__conn_respond_typed(req, status, JSON_TYPE, extra_headers, body);
+}
+
+void api__conn_respond_typed(struct api_req *req, int status, const char *content_type,
+                             const char *extra_headers, struct mlr_buf *body)
+{
     struct api_conn *c = req->conn;
     assert(!req->responded);
     req->responded = 1;
+    /* Only while the connection exists: a request whose client left may be answered after the
+     * server (and its counters) is gone, during shutdown. */
+    if (c != NULL)
+        api__http_stats_record(api__server_http_stats(c->srv), req->route, (int)req->method,
+                               status, req->start_ns);
     if (c == NULL || c->closing) {
         api__access_log(req->srv, req, req->client, status, 0, 1);
         req_free(req); /* the client is gone; nobody to answer */
@@ -251,7 +269,7 @@ void api__conn_respond(struct api_req *req, int status, const char *extra_header
     int keep_alive = req->keep_alive && !c->stop_requested && !(c->eof && c->pending.len == 0);
     struct mlr_buf head;
     mlr_buf_init(&head, 0);
-    build_head(&head, status, body->len, keep_alive, extra_headers);
+    build_head(&head, status, content_type, body->len, keep_alive, extra_headers);
     if (req->head)
         mlr_buf_reset(body);
     api__access_log(c->srv, req, req->client, status, body->len, 0);

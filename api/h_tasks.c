@@ -138,6 +138,8 @@ static struct json_object *undeploy_body(struct api_req *req, struct json_object
 static void on_undeployed(const struct store_write_result *r, void *data)
 {
     struct api_req *req = data;
+    workers_stats_add(req->ctx->workers, r->status == MLR_OK ? r->id : NULL,
+                      WORKERS_ACTION_UNDEPLOY, 1, r->status != MLR_OK && r->status != MLR_ENOTFOUND);
     if (r->status != MLR_OK && r->status != MLR_ENOTFOUND) {
         api_send_errorf(req, api_status_from_err(r->status), "exception", "failed to undeploy: %s",
                         mlr_strerror(r->status));

@@ -112,7 +112,34 @@ static const struct api_route routes[] = {
     {M(GET), ML "/tasks/{id}/_results", api_h_task_results, 0, API_BODY_NONE, TASK, NULL, NULL},
     {M(GET), ML "/tasks/{id}", api_h_doc_get, 0, API_BODY_NONE, TASK, NULL, NULL},
     {M(DELETE), ML "/tasks/{id}", api_h_doc_delete, 0, API_BODY_NONE, TASK, NULL, NULL},
+
+    /* Observability (reference §14; spec §7). GET with a body is allowed, as in OpenSearch. */
+    {M(GET), ML "/stats", api_h_stats, 1 * MB, JSON, 0, NULL, NULL},
+    {M(GET), ML "/stats/{stat}", api_h_stats, 1 * MB, JSON, 0, NULL, NULL},
+    {M(GET), ML "/{node_id}/stats", api_h_stats, 1 * MB, JSON, 0, NULL, NULL},
+    {M(GET), ML "/{node_id}/stats/{stat}", api_h_stats, 1 * MB, JSON, 0, NULL, NULL},
+    {M(GET), ML "/profile", api_h_profile, 1 * MB, JSON, 0, NULL, NULL},
+    {M(GET), ML "/profile/models", api_h_profile, 1 * MB, JSON, 0, NULL, NULL},
+    {M(GET), ML "/profile/models/{model_id}", api_h_profile, 1 * MB, JSON, 0, NULL, NULL},
+    {M(GET), ML "/profile/tasks", api_h_profile, 1 * MB, JSON, 0, NULL, NULL},
+    {M(GET), ML "/profile/tasks/{task_id}", api_h_profile, 1 * MB, JSON, 0, NULL, NULL},
+    {M(GET), "/metrics", api_h_metrics, 0, API_BODY_NONE, 0, NULL, NULL},
 };
+
+int api__route_count(void)
+{
+    return (int)(sizeof(routes) / sizeof(routes[0]));
+}
+
+const struct api_route *api__route_at(int i)
+{
+    return &routes[i];
+}
+
+int api__route_index(const struct api_route *route)
+{
+    return (int)(route - routes);
+}
 
 #define MAX_SEGMENTS 16
 

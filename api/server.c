@@ -34,6 +34,7 @@ struct api_server {
     int timer_closed;             /* stop_timer has been closed */
     api_server_stop_cb stop_cb;
     void *stop_data;
+    struct api_http_stats *http_stats; /* request counters for /metrics */
 };
 
 const struct mlr_config *api__server_config(const struct api_server *srv)
@@ -44,6 +45,16 @@ const struct mlr_config *api__server_config(const struct api_server *srv)
 const struct api_context *api__server_context(const struct api_server *srv)
 {
     return &srv->ctx;
+}
+
+struct api_http_stats *api__server_http_stats(const struct api_server *srv)
+{
+    return srv->http_stats;
+}
+
+int64_t api__server_conn_count(const struct api_server *srv)
+{
+    return srv->nconns;
 }
 
 int api_server_port(const struct api_server *srv)
@@ -99,6 +110,7 @@ static void maybe_finish_stop(struct api_server *srv)
     api_server_stop_cb cb = srv->stop_cb;
     void *data = srv->stop_data;
     api__tls_ctx_free(srv->tls);
+    api__http_stats_free(srv->http_stats);
     free(srv);
     if (cb)
         cb(data);
@@ -231,6 +243,7 @@ int api_server_open(uv_loop_t *loop, const struct mlr_config *cfg, const struct 
     srv->cfg = cfg;
     srv->ctx = *ctx;
     srv->tls = tls; /* the server owns the context now */
+    srv->http_stats = api__http_stats_new();
     uv_tcp_init(loop, &srv->listener);
     uv_timer_init(loop, &srv->stop_timer);
     srv->listener.data = srv;

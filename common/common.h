@@ -1,6 +1,7 @@
 /*
  * common.h — the leaf module every other module may use: the error space, logging, allocation,
- * growable buffers, a per-request arena, clocks, ID generation and the cluster-settings registry.
+ * growable buffers, a per-request arena, clocks, ID generation, the cluster-settings registry and
+ * the metrics primitives (histograms, Prometheus text, sample rings).
  *
  * common/ includes no other mlrelay module. Everything here is thread-safe unless a comment says
  * otherwise.
@@ -419,5 +420,125 @@ int mlr_password_verify(const char *password, const char *stored);
  * Returns MLR_OK with *@outlen, MLR_ETOOBIG when @cap is short, MLR_EINVAL for bad base64.
  */
 int mlr_base64_decode(const char *s, size_t n, unsigned char *out, size_t cap, size_t *outlen);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Metrics primitives (metrics.c): fixed-bucket histograms, Prometheus text rendering, a ring  */
+/* of recent samples with percentiles, and process figures from /proc.                        */
+/* ------------------------------------------------------------------------------------------ */
+
+#define MLR_HIST_MAX_BOUNDS 24 /* most finite bucket bounds a histogram may have */
+
+/*
+ * A histogram with fixed bucket bounds over unsigned integer observations in a unit the owner
+ * picks (microseconds for latencies, items for sizes); rendering scales to the exposed unit.
+ * Fields are atomics so that any thread may read a histogram while its writer updates it:
+ * mlr_histogram_observe() is for a histogram with one writing thread (it costs what plain
+ * increments cost), mlr_histogram_observe_shared() for one with several.
+ */
+struct mlr_histogram {
+    const uint64_t *bounds;                           /* ascending upper bounds (inclusive) */
+    int nbounds;                                      /* entries of bounds */
+    _Atomic uint64_t buckets[MLR_HIST_MAX_BOUNDS + 1]; /* per bucket, not cumulative; the last
+                                                       * counts values above every bound */
+    _Atomic uint64_t sum;                             /* sum of observations, owner's unit */
+};
+
+/** Latency bucket bounds in microseconds, 100 µs to 60 s (for the *_seconds histograms). */
+extern const uint64_t mlr_metrics_latency_us[];
+/** The number of entries of mlr_metrics_latency_us. */
+extern const int mlr_metrics_latency_us_count;
+
+/** Initialises @h empty with @nbounds (<= MLR_HIST_MAX_BOUNDS) bounds; @bounds must outlive @h. */
+void mlr_histogram_init(struct mlr_histogram *h, const uint64_t *bounds, int nbounds);
+/** Records @v. Only one thread may write @h this way; any thread may read it. */
+void mlr_histogram_observe(struct mlr_histogram *h, uint64_t v);
+/** Records @v with atomic read-modify-writes: any number of threads may write @h. */
+void mlr_histogram_observe_shared(struct mlr_histogram *h, uint64_t v);
+/** Adds the counts of @from into @into (same bounds). @into has one writer: the caller. */
+void mlr_histogram_merge(struct mlr_histogram *into, const struct mlr_histogram *from);
+/** The number of observations recorded in @h. */
+uint64_t mlr_histogram_count(const struct mlr_histogram *h);
+/**
+ * The value below which fraction @q (0..1) of the observations fall, interpolated linearly
+ * within its bucket (as Prometheus' histogram_quantile()); 0 when @h is empty; the highest bound
+ * when the quantile falls above every bound.
+ */
+double mlr_histogram_quantile(const struct mlr_histogram *h, double q);
+
+/*
+ * Prometheus text exposition format (version 0.0.4). Every writer appends to @out; @labels is
+ * a rendered label list without braces (`route="/x",code="200"`, built with
+ * mlr_metrics_label()) or NULL/"" for none.
+ */
+
+/** Appends the "# HELP" and "# TYPE" lines of family @name (@type "counter", "gauge", ...). */
+void mlr_metrics_family(struct mlr_buf *out, const char *name, const char *type,
+                        const char *help);
+/** Appends `key="value"` to the label list @labels (a comma first when it is not empty), with
+ * the backslash, double quote and newline of @value escaped. */
+void mlr_metrics_label(struct mlr_buf *labels, const char *key, const char *value);
+/** Appends one sample line with an integer value. */
+void mlr_metrics_u64(struct mlr_buf *out, const char *name, const char *labels, uint64_t v);
+/** Appends one sample line with a floating-point value. */
+void mlr_metrics_f64(struct mlr_buf *out, const char *name, const char *labels, double v);
+/**
+ * Appends the samples of histogram @h as family @name: cumulative `<name>_bucket{le=...}` lines
+ * ending with le="+Inf", then `<name>_sum` and `<name>_count`. Bounds and the sum are divided
+ * by @divisor (1e6 to expose microsecond observations as seconds; dividing, unlike multiplying
+ * by 1e-6, keeps round values round).
+ */
+void mlr_metrics_histogram(struct mlr_buf *out, const char *name, const char *labels,
+                           const struct mlr_histogram *h, double divisor);
+
+#define MLR_SAMPLES_MAX 100000 /* most samples a ring keeps, whatever its owner asks for */
+
+/*
+ * The last N observations (a ring), for percentiles over a sliding window such as ML Commons'
+ * monitoring_request_count. Not thread-safe: one thread owns a ring.
+ */
+struct mlr_samples {
+    double *v;    /* heap ring of cap values */
+    size_t cap;   /* capacity (values) */
+    size_t n;     /* values held, <= cap */
+    size_t next;  /* index the next value goes to */
+};
+
+/** Summary statistics over a ring (ML Commons' predict_request_stats). */
+struct mlr_sample_stats {
+    size_t count;
+    double min, max, average, p50, p90, p99;
+};
+
+/** Initialises an empty ring (no allocation yet). */
+void mlr_samples_init(struct mlr_samples *s);
+/** Frees the ring; @s stays usable (empty). Accepts a zeroed struct. */
+void mlr_samples_cleanup(struct mlr_samples *s);
+/**
+ * Appends @v to a ring holding at most @cap values (clamped to MLR_SAMPLES_MAX); when @cap
+ * differs from the ring's capacity the ring is resized first, keeping the newest values. @cap 0
+ * empties the ring and records nothing.
+ */
+void mlr_samples_push(struct mlr_samples *s, double v, size_t cap);
+/** Sets the ring's capacity to @cap (clamped to MLR_SAMPLES_MAX), keeping the newest values;
+ * 0 frees it. */
+void mlr_samples_resize(struct mlr_samples *s, size_t cap);
+/**
+ * Computes count, min, max, average and the 50th/90th/99th percentiles (see mlr_percentile())
+ * of the newest @last values held (all of them when fewer), so a window that was just shrunk
+ * reports at once what its next push would keep. Returns 0 with @out filled, or -1 when there
+ * is no value to summarise (an empty ring, or @last 0).
+ */
+int mlr_samples_stats(const struct mlr_samples *s, size_t last, struct mlr_sample_stats *out);
+/**
+ * The @p-th percentile (0..100) of @n ascending values, interpolating linearly between the
+ * closest ranks at position p/100 * (n - 1) (the method behind the figures in ML Commons'
+ * profile documentation). @n must be at least 1.
+ */
+double mlr_percentile(const double *sorted, size_t n, double p);
+
+/** Resident set size of this process in bytes (/proc/self/statm), or -1. */
+int64_t mlr_process_rss_bytes(void);
+/** Open file descriptors of this process (/proc/self/fd), or -1. */
+int64_t mlr_process_open_fds(void);
 
 #endif /* MLR_COMMON_H */

@@ -13,6 +13,9 @@
  * late result is then ignored by the store, since the task is no longer RUNNING. The lease only
  * matters if this process dies without a restart recovery (another node claims it then).
  *
+ * Statistics (queue_stats_get()): tasks claimed and finished by type and final state, tasks
+ * running, and how long tasks waited in CREATED; plain increments at claim and finish.
+ *
  * Loop thread only, except run() on pool threads. Costs: O(batch) per op; waits are a list
  * scanned per finished batch (few clients wait at a time).
  */
@@ -53,6 +56,7 @@ struct queue {
     int timer_closed;
     queue_closed_cb closed_cb;    /* called when closing completes */
     void *closed_data;
+    struct queue_stats stats;     /* counters for /metrics (loop thread) */
 };
 
 static void kick(struct queue *q);
@@ -180,6 +184,30 @@ static void work_after(uv_work_t *w, int status)
     flush(q);
 }
 
+/* A task left CREATED: count it and how long it waited since it was created. */
+static void count_claim(struct queue *q, const struct queue_job *j)
+{
+    struct json_object *created = NULL;
+    q->stats.claimed[j->type]++;
+    q->stats.running[j->type]++;
+    if (json_object_object_get_ex(j->doc, "create_time", &created)) {
+        int64_t waited = mlr_now_ms() - json_object_get_int64(created);
+        mlr_histogram_observe(&q->stats.wait_us, (uint64_t)(waited > 0 ? waited : 0) * 1000);
+    }
+}
+
+/* A task's outcome was written (or failed to be): it stops running; count its final state. */
+static void count_finish(struct queue *q, const struct queue_job *j)
+{
+    if (!j->_typed)
+        return;
+    q->stats.running[j->type]--;
+    if (j->timed_out) /* the timeout wrote FAILED; the late outcome was not applied */
+        q->stats.finished[j->type][QUEUE_STATE_FAILED]++;
+    else if (j->applied)
+        q->stats.finished[j->type][j->state]++;
+}
+
 static struct queue_job *job_new(struct queue *q, struct store_task *t)
 {
     struct queue_job *j = mlr_xcalloc(1, sizeof(*j));
@@ -193,6 +221,9 @@ static struct queue_job *job_new(struct queue *q, struct store_task *t)
     if (queue_task_type_parse(t->task_type, &j->type) != MLR_OK) {
         j->state = QUEUE_STATE_FAILED;
         j->error = mlr_xasprintf("unknown task type [%s]", t->task_type);
+    } else {
+        j->_typed = 1;
+        count_claim(q, j);
     }
     j->_start_ms = mlr_mono_ms();
     return j;
@@ -284,6 +315,7 @@ static void on_finished(int status, const int *applied, int n, void *data)
         }
         j->applied = status == MLR_OK && i < n && applied[i];
         i++;
+        count_finish(q, j);
         q->runner.committed(j, status, q->runner.data);
         answer_waiters(q, j->id, status == MLR_OK ? queue_task_state_name(j->state) : NULL);
         q->inflight--;
@@ -417,6 +449,8 @@ int queue_open(uv_loop_t *loop, struct store *s, const struct queue_options *opt
         q->opts.batch = 64;
     if (q->opts.tick_ms <= 0)
         q->opts.tick_ms = 200;
+    q->stats.capacity = q->opts.concurrency;
+    mlr_histogram_init(&q->stats.wait_us, mlr_metrics_latency_us, mlr_metrics_latency_us_count);
     uv_timer_init(loop, &q->timer);
     q->timer.data = q;
     q->next_purge = mlr_mono_ms() + 5000; /* not during start-up */
@@ -437,6 +471,17 @@ int queue_start(struct queue *q, int *recovered)
 int queue_inflight(const struct queue *q)
 {
     return q->inflight;
+}
+
+const struct queue_stats *queue_stats_get(const struct queue *q)
+{
+    return &q->stats;
+}
+
+void queue_running_foreach(const struct queue *q, queue_job_visit_cb cb, void *data)
+{
+    for (const struct queue_job *j = q->running; j; j = j->_next)
+        cb(j->id, j->doc, data);
 }
 
 static void on_timer_closed(uv_handle_t *h)

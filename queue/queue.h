@@ -104,6 +104,7 @@ struct queue_job {
     struct queue *_q;
     int64_t _start_ms;                  /* monotonic, when run() was queued */
     int _done;                          /* run() returned */
+    int _typed;                         /* type parsed: counted in the queue's statistics */
     struct queue_job *_next;
 };
 
@@ -165,6 +166,29 @@ int64_t queue_job_progress(struct queue_job *job);
 
 /** Tasks claimed and not yet finished (for stats and tests). */
 int queue_inflight(const struct queue *q);
+
+/**
+ * What the dispatcher has done since it opened, for /metrics (loop thread; the counters are
+ * plain integers, the histogram's fields atomics).
+ */
+struct queue_stats {
+    uint64_t claimed[QUEUE_TASK__TYPES];                      /* tasks claimed, by type */
+    uint64_t finished[QUEUE_TASK__TYPES][QUEUE_STATE__COUNT]; /* final states recorded */
+    int64_t running[QUEUE_TASK__TYPES];                       /* claimed, outcome not yet
+                                                               * committed */
+    int capacity;                                             /* tasks that may run at once */
+    struct mlr_histogram wait_us; /* time from a task's create_time (wall clock) to its claim:
+                                   * how long it waited in CREATED, µs */
+};
+
+/** The dispatcher's statistics (borrowed; valid until queue_close()). Loop thread. */
+const struct queue_stats *queue_stats_get(const struct queue *q);
+
+/** Called for each task claimed and not yet finished: its id and its document (borrowed). */
+typedef void (*queue_job_visit_cb)(const char *task_id, struct json_object *doc, void *data);
+
+/** Calls @cb for every task running now (not for those waiting for their outcome to commit). */
+void queue_running_foreach(const struct queue *q, queue_job_visit_cb cb, void *data);
 
 /** Called once a closing queue has no job, op or handle left; the queue is then freed. */
 typedef void (*queue_closed_cb)(void *data);

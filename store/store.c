@@ -51,7 +51,12 @@ struct store {
     char errmsg[256];              /* last SQLite message seen on the loop thread */
     _Atomic uint64_t commits;      /* transactions committed */
     _Atomic uint64_t writes;       /* ops carried by those transactions */
+    struct mlr_histogram commit_us;  /* writer thread: BEGIN..COMMIT per committed batch, µs */
+    struct mlr_histogram batch_size; /* writer thread: ops per committed batch */
 };
+
+/* Writes per transaction: powers of two up to the default max_batch. */
+static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 
 int store__err(int rc)
 {
@@ -218,6 +223,7 @@ static int seq_save(struct store__conn *c)
 /* Runs one batch in one transaction. Every op leaves with its final status. */
 static void run_batch(struct store *s, struct store__op *batch)
 {
+    uint64_t t0 = uv_hrtime();
     int rc = exec(&s->writer, "BEGIN IMMEDIATE");
     if (rc == MLR_OK)
         rc = seq_load(&s->writer);
@@ -253,6 +259,9 @@ static void run_batch(struct store *s, struct store__op *batch)
     if (crc == MLR_OK) {
         atomic_fetch_add(&s->commits, 1);
         atomic_fetch_add(&s->writes, n);
+        /* Only this thread writes these two: plain-cost updates, readable from the loop. */
+        mlr_histogram_observe(&s->commit_us, (uv_hrtime() - t0) / 1000);
+        mlr_histogram_observe(&s->batch_size, n);
     }
 }
 
@@ -522,6 +531,9 @@ int store_open(uv_loop_t *loop, const char *path, const struct store_options *op
     s->loop = loop;
     s->path = mlr_xstrdup(path);
     resolve_options(&s->opts, opts);
+    mlr_histogram_init(&s->commit_us, mlr_metrics_latency_us, mlr_metrics_latency_us_count);
+    mlr_histogram_init(&s->batch_size, batch_bounds,
+                       (int)(sizeof(batch_bounds) / sizeof(batch_bounds[0])));
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     pthread_cond_init(&s->reader_cond, NULL);
@@ -600,4 +612,6 @@ void store_stats_get(struct store *s, struct store_stats *out)
 {
     out->commits = atomic_load(&s->commits);
     out->writes = atomic_load(&s->writes);
+    out->commit_us = &s->commit_us;
+    out->batch_size = &s->batch_size;
 }

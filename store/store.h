@@ -87,12 +87,17 @@ int store_settings_put(struct store *s, struct json_object *changes, store_done_
 /* ------------------------------------------------------------------------------------------ */
 
 /**
- * Statistics of the group-commit writer, for tests and benchmarks: number of transactions
- * committed and number of writes they carried.
+ * Statistics of the group-commit writer, for tests, benchmarks and /metrics: number of
+ * transactions committed and number of writes they carried, and two live histograms the writer
+ * thread keeps (read them only while the store is open; their fields are atomics, so any thread
+ * may read them while the writer updates them).
  */
 struct store_stats {
-    uint64_t commits;  /* transactions committed by the writer thread */
-    uint64_t writes;   /* writes carried by those transactions */
+    uint64_t commits;                       /* transactions committed by the writer thread */
+    uint64_t writes;                        /* writes carried by those transactions */
+    const struct mlr_histogram *commit_us;  /* time from BEGIN to COMMIT done (the fsync
+                                             * included) per committed transaction, µs */
+    const struct mlr_histogram *batch_size; /* writes per committed transaction */
 };
 void store_stats_get(struct store *s, struct store_stats *out);
 
@@ -110,6 +115,19 @@ enum store_kind { STORE_MODEL_GROUP = 0, STORE_CONNECTOR, STORE_MODEL, STORE_TAS
 
 /** The OpenSearch index name of @kind (".plugins-ml-model", ...), for write responses. */
 const char *store_kind_index(enum store_kind kind);
+
+/** How many documents exist, per kind (store_doc_counts_get()). */
+struct store_doc_counts {
+    int64_t docs[STORE__KINDS]; /* by kind; for STORE_TASK only 0 or 1 (does any task exist?) */
+};
+typedef void (*store_doc_counts_cb)(int status, const struct store_doc_counts *c, void *data);
+
+/**
+ * Counts the model groups, connectors and models, and checks whether any task exists, on the
+ * read pool; @cb gets the counts (NULL unless @status is MLR_OK). Returns MLR_ECLOSED (and never
+ * calls @cb) when the store is closing.
+ */
+int store_doc_counts_get(struct store *s, store_doc_counts_cb cb, void *data);
 
 #define STORE_ID_MAX 512
 

@@ -403,6 +403,8 @@ void workers_batch_predict(struct workers *w, const char *model_id, struct json_
                            workers_predict_cb cb, void *data)
 {
     struct workers_error e;
+    data = workers__counted_new(w, model_id, WORKERS_ACTION_BATCH_PREDICT, cb, data);
+    cb = workers__counted_cb; /* counts the request now and a failure when it answers */
     struct json_object *params = get(body, "parameters");
     /* ML Commons throws IllegalStateException here, which it answers with 500; a disabled
      * feature is the client's problem, so we say 400 (spec §9) with the same wording. */

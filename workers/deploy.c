@@ -55,6 +55,7 @@ void workers_deployment_unref(struct deployment *d)
     json_object_put(d->connector);
     wipe_credentials(d->credential);
     json_object_put(d->credential);
+    workers__upstream_stats_cleanup(&d->upstream);
     free(d);
 }
 
@@ -141,6 +142,7 @@ static int build(struct workers *w, const char *model_id, struct deployment **ou
     d->deployed_ms = mlr_now_ms();
     d->heap_idx = -1; /* not in the TTL heap until installed */
     d->ttl_ms = -1;
+    workers__upstream_stats_init(&d->upstream);
     *out = d;
     return MLR_OK;
 }
@@ -298,12 +300,33 @@ static void runner_run(struct queue_job *job, void *data)
     }
 }
 
+/* The ML Commons action a task of @type stands for, or -1 (counted elsewhere or not at all). */
+static int action_of(enum queue_task_type type)
+{
+    switch (type) {
+    case QUEUE_TASK_REGISTER_MODEL:
+        return WORKERS_ACTION_REGISTER;
+    case QUEUE_TASK_DEPLOY_MODEL:
+        return WORKERS_ACTION_DEPLOY;
+    case QUEUE_TASK_UNDEPLOY_MODEL:
+        return WORKERS_ACTION_UNDEPLOY;
+    default:
+        return -1;
+    }
+}
+
 /* Loop thread, after the outcome committed: make memory follow the database. */
 static void runner_committed(struct queue_job *job, int status, void *data)
 {
     struct workers *w = data;
     struct deployment *d = job->payload;
     job->payload = NULL;
+    int action = action_of(job->type);
+    if (action >= 0)
+        workers_stats_add(w, job->model_id[0] && status == MLR_OK && job->applied ? job->model_id
+                                                                                 : NULL,
+                          (enum workers_action)action, 1,
+                          status != MLR_OK || job->timed_out || job->state != QUEUE_STATE_COMPLETED);
     const char *kv[10] = {"task_id", job->id, "task_type", queue_task_type_name(job->type),
                           "state", queue_task_state_name(job->state)};
     size_t nkv = 3;

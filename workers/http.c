@@ -368,6 +368,38 @@ int workers_http_timed_out(const struct workers_http_req *r)
     return r->curl_code == CURLE_OPERATION_TIMEDOUT;
 }
 
+enum workers_http_class workers_http_class_of(const struct workers_http_req *r)
+{
+    if (r->private_refused)
+        return WORKERS_HTTP_CONNECT; /* refused before a byte was sent, like a failed connect */
+    switch ((CURLcode)r->curl_code) {
+    case CURLE_OK:
+        return r->status >= 200 && r->status < 300 ? WORKERS_HTTP_OK : WORKERS_HTTP_STATUS;
+    case CURLE_OPERATION_TIMEDOUT:
+        return WORKERS_HTTP_TIMEOUT;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return WORKERS_HTTP_CONNECT;
+    default:
+        return WORKERS_HTTP_OTHER;
+    }
+}
+
+const char *workers_http_class_name(enum workers_http_class c)
+{
+    static const char *const names[WORKERS_HTTP__CLASSES] = {"ok", "timeout", "connect",
+                                                             "status", "other"};
+    return c < WORKERS_HTTP__CLASSES ? names[c] : "other";
+}
+
+int workers_http_inflight(const struct workers_http *h)
+{
+    return h ? h->inflight : 0;
+}
+
 void *workers_http_header_append(void *list, const char *line)
 {
     return curl_slist_append(list, line);

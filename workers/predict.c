@@ -42,6 +42,8 @@ struct predict {
     int pending;                   /* calls not finished */
     int ndocs;                     /* docs sent (rerank post-processing) */
     int failed;
+    uint64_t start_ns;             /* monotonic (uv_hrtime), for the profile's latencies */
+    uint64_t answered_ns;          /* monotonic (uv_hrtime): the last upstream answer */
     struct workers_error error;    /* the first failure */
     workers_predict_cb cb;
     void *data;
@@ -52,6 +54,7 @@ struct predict_call {
     int index;                     /* position in inference_results */
     int attempt;                   /* retries done */
     int64_t first_ms;              /* monotonic start, for retry_timeout_seconds */
+    uint64_t attempt_ns;           /* monotonic (uv_hrtime) start of the current attempt */
     struct workers_http_req http;
     struct json_object *params;    /* merged parameters of this call */
     char *url;
@@ -111,9 +114,22 @@ static void predict_free(struct predict *p)
     free(p);
 }
 
+/* A successful predict's duration, from its start to its last upstream answer (post-processing
+ * takes microseconds; reusing that clock read keeps the hot path at one read per attempt), goes
+ * into its deployment's window for the profile API. */
+static void record_latency(struct predict *p)
+{
+    int64_t window = mlr_settings_int(p->settings, MLR_S_MONITORING_REQUEST_COUNT);
+    uint64_t end = p->answered_ns ? p->answered_ns : uv_hrtime();
+    double ms = (double)(end - p->start_ns) / 1e6;
+    mlr_samples_push(&p->d->upstream.predict_ms, ms, (size_t)(window > 0 ? window : 0));
+}
+
 static void predict_finish(struct predict *p)
 {
     struct json_object *out = NULL;
+    if (!p->failed && p->acb == NULL)
+        record_latency(p);
     if (!p->failed) {
         out = json_object_new_object();
         json_object_object_add(out, "inference_results", json_object_get(p->results));
@@ -257,6 +273,7 @@ static void on_backoff(uv_timer_t *t)
         call_fail(c, &e);
         return;
     }
+    c->attempt_ns = uv_hrtime();
     if (c->p->w->http == NULL || workers_http_start(c->p->w->http, &c->http) != MLR_OK) {
         fail(&e, 500, "exception", "Error communicating with remote model: cannot retry");
         call_fail(c, &e);
@@ -277,6 +294,7 @@ static int maybe_retry(struct predict_call *c)
     if (mlr_mono_ms() - c->first_ms + delay > budget)
         return 0;
     uv_timer_start(&c->backoff, on_backoff, (uint64_t)delay, 0);
+    d->upstream.retries++;
     c->bnext = c->p->w->backoffs; /* listed so that a shutdown need not wait for the timer */
     if (c->bnext)
         c->bnext->bprev = c;
@@ -311,6 +329,18 @@ static void map_failure(struct predict_call *c, struct workers_error *e)
              (int)(len < 900 ? len : 900), body);
 }
 
+/* Every attempt counts for its deployment: outcome class and latency. */
+static void count_attempt(struct predict_call *c, int ok)
+{
+    struct workers_upstream_stats *u = &c->p->d->upstream;
+    enum workers_http_class cls = workers_http_class_of(&c->http);
+    if (!ok && cls == WORKERS_HTTP_OK)
+        cls = WORKERS_HTTP_STATUS; /* AWS throttling rides on a 2xx */
+    u->calls[cls]++;
+    c->p->answered_ns = uv_hrtime();
+    mlr_histogram_observe(&u->latency_us, (c->p->answered_ns - c->attempt_ns) / 1000);
+}
+
 static void on_http_done(struct workers_http_req *r, void *data)
 {
     struct predict_call *c = data;
@@ -318,6 +348,7 @@ static void on_http_done(struct workers_http_req *r, void *data)
     struct workers_error e;
     int ok = c->http.curl_code == 0 && c->http.status >= 200 && c->http.status < 300 &&
              strncmp(c->http.amzn_error, "ThrottlingException", 19) != 0;
+    count_attempt(c, ok);
     if (ok && c->http.response.len == 0) {
         fail(&e, 502, "status_exception", "Remote service returned empty response body");
         call_fail(c, &e);
@@ -470,6 +501,7 @@ static void start_call(struct predict_call *c)
     d->inflight++;
     c->started = 1;
     c->first_ms = mlr_mono_ms();
+    c->attempt_ns = uv_hrtime();
     if (c->p->w->http == NULL || workers_http_start(c->p->w->http, &c->http) != MLR_OK) {
         fail(&e, 500, "m_l_exception", "Error communicating with remote model: cannot start");
         call_fail(c, &e);
@@ -603,6 +635,7 @@ static struct predict *predict_new(struct workers *w, struct deployment *d,
     p->settings = workers_settings_get(w);
     p->type = "PREDICT";
     p->data = data;
+    p->start_ns = uv_hrtime();
     return p;
 }
 
@@ -833,8 +866,8 @@ void workers_predict(struct workers *w, const char *model_id, struct json_object
     struct pending_predict *pp = mlr_xcalloc(1, sizeof(*pp));
     pp->body = json_object_get(body);
     pp->type = "PREDICT";
-    pp->cb = cb;
-    pp->data = data;
+    pp->cb = workers__counted_cb;
+    pp->data = workers__counted_new(w, model_id, WORKERS_ACTION_PREDICT, cb, data);
     predict_or_deploy(w, model_id, pp);
 }
 

@@ -29,6 +29,7 @@ void workers_free(struct workers *w)
         return;
     workers__poller_free(w);
     workers__registry_clear(w);
+    workers__stats_cleanup(&w->stats);
     mlr_settings_unref(w->settings);
     pthread_mutex_destroy(&w->lock);
     free(w);
@@ -79,6 +80,8 @@ int workers_settings_apply(struct workers *w, struct json_object *persistent,
 {
     struct mlr_settings *next = NULL;
     int rc = build(w, persistent, transient, &next, err, errlen);
+    if (rc == MLR_OK)
+        workers__stats_window(w, mlr_settings_int(next, MLR_S_MONITORING_REQUEST_COUNT));
     if (rc == MLR_OK)
         workers_settings_set(w, next); /* the context now owns this reference */
     return rc;

@@ -276,6 +276,86 @@ void workers_predict(struct workers *w, const char *model_id, struct json_object
                      workers_predict_cb cb, void *data);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Statistics, profile and metrics (stats.c; reference §14). Loop thread.                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The ML Commons actions counted per node, per algorithm ("remote") and per model. */
+#define WORKERS_ACTION_MAP(XX)                                                                   \
+    XX(PREDICT, "predict")                                                                       \
+    XX(REGISTER, "register")                                                                     \
+    XX(DEPLOY, "deploy")                                                                         \
+    XX(UNDEPLOY, "undeploy")                                                                     \
+    XX(BATCH_PREDICT, "batch_predict")
+
+enum workers_action {
+#define XX(name, text) WORKERS_ACTION_##name,
+    WORKERS_ACTION_MAP(XX)
+#undef XX
+    WORKERS__ACTIONS
+};
+
+/* Models whose action counts are kept one by one; the rest only count towards the totals. */
+#define WORKERS_STATS_MODELS_MAX 10000
+
+/**
+ * Adds @requests and @failures to the counts of action @a, for the node and, when @model_id is
+ * not NULL, for that model. Pass a model id only for a model known to exist (deployed here, or
+ * whose task outcome applied), so made-up ids cannot take the per-model entries. Costs a hash
+ * lookup; allocates only for a model's first count.
+ */
+void workers_stats_add(struct workers *w, const char *model_id, enum workers_action a,
+                       int requests, int failures);
+
+/** The node-level figures of ML Commons' stats API. */
+struct workers_node_stats {
+    int64_t executing;   /* tasks running plus predicts in flight */
+    uint64_t requests;   /* requests of every counted action since start */
+    uint64_t failures;   /* of which failed */
+    int deployed;        /* models deployed here */
+};
+
+/** Fills @out with the node-level figures. */
+void workers_stats_node(struct workers *w, struct workers_node_stats *out);
+
+/**
+ * The per-algorithm action counts {"remote": {"<action>": {"ml_action_request_count": n,
+ * "ml_action_failure_count": m}}}, only actions requested at least once, as a new object; NULL
+ * when nothing was counted.
+ */
+struct json_object *workers_stats_algorithms(struct workers *w);
+
+/** The same counts per model, {"<model id>": {"<action>": {...}}}; NULL when none. */
+struct json_object *workers_stats_models(struct workers *w);
+
+/**
+ * The deployed models as ML Commons' profile API shows them (reference §14):
+ * {"<model id>": {"model_state": "DEPLOYED", "predictor", "target_worker_nodes",
+ * "worker_nodes", "predict_request_stats": {"count", "min", "max", "average", "p50", "p90",
+ * "p99"}}}, latencies in ms (predict start to its last upstream answer) over the last
+ * plugins.ml_commons.monitoring_request_count successful predicts (the stats only once there is
+ * one). @ids: array of model ids to keep, or NULL for all.
+ * Returns a new object (possibly empty).
+ */
+struct json_object *workers_profile_models(struct workers *w, struct json_object *ids);
+
+/**
+ * The tasks running here, {"<task id>": task document plus "task_id"}; @ids as above. Returns
+ * a new object (possibly empty).
+ */
+struct json_object *workers_profile_tasks(struct workers *w, struct json_object *ids);
+
+/**
+ * Appends the Prometheus families of workers/ and the task queue to @out: upstream calls by
+ * model and outcome class, their latency, retries, calls in flight, deployed models, the ML
+ * action counts, and the queue's task counters, wait time and utilisation. Model labels exist
+ * only for deployed models, at most WORKERS_METRICS_MODELS_MAX of them; the rest are summed
+ * under model="other".
+ */
+void workers_metrics_write(struct workers *w, struct mlr_buf *out);
+
+#define WORKERS_METRICS_MODELS_MAX 1000
+
+/* ------------------------------------------------------------------------------------------ */
 /* Batch ingestion jobs (batch.c, spec §7)                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -412,6 +492,25 @@ void *workers_http_header_append(void *list, const char *line);
 const char *workers_http_error(const struct workers_http_req *r);
 /** Whether a failed transfer timed out. */
 int workers_http_timed_out(const struct workers_http_req *r);
+
+/** How a finished transfer went, for metrics. */
+enum workers_http_class {
+    WORKERS_HTTP_OK = 0,     /* a 2xx answer */
+    WORKERS_HTTP_TIMEOUT,    /* connect, read or whole-transfer timeout */
+    WORKERS_HTTP_CONNECT,    /* no connection: refused, unresolvable, TLS handshake, private */
+    WORKERS_HTTP_STATUS,     /* the upstream answered with a non-2xx status */
+    WORKERS_HTTP_OTHER,      /* any other transport failure (reset, too big, ...) */
+    WORKERS_HTTP__CLASSES
+};
+
+/** The class of finished transfer @r. */
+enum workers_http_class workers_http_class_of(const struct workers_http_req *r);
+
+/** The class's label ("ok", "timeout", "connect", "status", "other"). */
+const char *workers_http_class_name(enum workers_http_class c);
+
+/** Transfers in flight on @h. */
+int workers_http_inflight(const struct workers_http *h);
 /** 1 when @ip (text form) is loopback, private, link-local, unique-local or any-local. */
 int workers_ip_is_private(const char *ip);
 /** Closes the client once no transfer is in flight (call after every request finished). */

@@ -27,6 +27,46 @@ struct workers_ttl {
     uint64_t expired;             /* deployments expired */
 };
 
+/* Per-model ML action counts (stats.c): a chained hash entry. */
+struct workers_model_counts {
+    char *model_id;                              /* heap */
+    uint64_t requests[WORKERS__ACTIONS];
+    uint64_t failures[WORKERS__ACTIONS];
+    struct workers_model_counts *next;           /* bucket chain */
+};
+
+/* What stats.c counts (loop thread only). */
+struct workers_stats {
+    uint64_t requests[WORKERS__ACTIONS];         /* node totals */
+    uint64_t failures[WORKERS__ACTIONS];
+    struct workers_model_counts *models[WORKERS_BUCKETS];
+    int nmodels;                                 /* entries in models */
+    int64_t predicts_inflight;                   /* workers_predict() calls not yet answered */
+};
+
+/* Frees the per-model counts (workers_free()). */
+void workers__stats_cleanup(struct workers_stats *st);
+
+/* monitoring_request_count is now @window: every deployment's latency ring keeps only that many
+ * (0 clears them, as ML Commons clears its cache). Loop thread. */
+void workers__stats_window(struct workers *w, int64_t window);
+
+/* A predict-like call counted from start to answer (stats.c): wraps @cb/@data so the answer
+ * counts a failure and ends the in-flight count. Returns the data to pass with
+ * workers__counted_cb. */
+void *workers__counted_new(struct workers *w, const char *model_id, enum workers_action a,
+                           workers_predict_cb cb, void *data);
+void workers__counted_cb(struct json_object *response, const struct workers_error *e,
+                         void *data);
+
+/* Upstream calls of one deployment (predict.c counts, stats.c renders); loop thread. */
+struct workers_upstream_stats {
+    uint64_t calls[WORKERS_HTTP__CLASSES];       /* attempts by outcome class */
+    uint64_t retries;                            /* attempts that were retries */
+    struct mlr_histogram latency_us;             /* per attempt, start to answer, µs */
+    struct mlr_samples predict_ms;               /* whole successful predicts, ms (profile) */
+};
+
 struct workers {
     uv_loop_t *loop;                 /* the loop that owns this context */
     int threads;                     /* workers.threads: tasks running at once */
@@ -44,6 +84,7 @@ struct workers {
     struct workers_ttl ttl;          /* TTL heap and last-use flushing */
     struct batch_job *batch_jobs;    /* running batch ingestion jobs (batch.c) */
     struct batch_poller *poller;     /* BATCH_PREDICTION status polling (batch_predict.c) */
+    struct workers_stats stats;      /* ML action counts (stats.c) */
 };
 
 /* Shutdown: fails every call waiting to retry now rather than when its timer fires. */
@@ -118,7 +159,13 @@ struct deployment {
     struct predict_call *waiting_tail;
     double tokens;                    /* rate limiter bucket */
     int64_t refill_ms;                /* monotonic time tokens were last refilled */
+    struct workers_upstream_stats upstream; /* calls made for this deployment (loop thread) */
 };
+
+/* Sets up a new deployment's statistics (deploy.c, any thread: the deployment is not shared
+ * yet) and frees them (the last unref). */
+void workers__upstream_stats_init(struct workers_upstream_stats *u);
+void workers__upstream_stats_cleanup(struct workers_upstream_stats *u);
 
 /* The runner the queue calls (deploy.c); data is set to the workers at start. */
 extern const struct queue_runner workers__runner;
