@@ -454,5 +454,6 @@ void queue_close(struct queue *q, queue_closed_cb cb, void *data)
     q->closed_cb = cb;
     q->closed_data = data;
     answer_waiters(q, NULL, NULL);
+    flush(q); /* outcomes waiting for a retry get one last write (else re-run at next start) */
     uv_close((uv_handle_t *)&q->timer, on_timer_closed);
 }
