@@ -169,6 +169,14 @@ void api__conn_close(struct api_conn *c);
 void api__conn_stop(struct api_conn *c);
 /* conn.c tells server.c that a connection is gone (its handles are closed). */
 void api__server_conn_gone(struct api_server *srv, struct api_conn *c);
+/*
+ * Test seam: a server without a listener, so connections made with api__conn_new() can be fed
+ * bytes with no socket (tests/fuzz/fuzz_http.c). @cfg is borrowed, @ctx copied. Freed with
+ * api__server_free_detached() once its connections are gone.
+ */
+struct api_server *api__server_new_detached(uv_loop_t *loop, const struct mlr_config *cfg,
+                                            const struct api_context *ctx);
+void api__server_free_detached(struct api_server *srv);
 
 /**
  * Sends OpenSearch's write response ({"_index","_id","_version","result","_shards",
