@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak test: mixed load for a long time while the server's memory and open fds are watched.
 
-Usage: bench/soak.py [--binary build/mlrelay] [--duration 600] [--warmup 60] [--margin-mb 48]
+Usage: bench/soak.py [--binary build/mlrelay] [--duration 600] [--warmup 60] [--margin-mb 24]
                      [--clients 6]
 
 It starts the mock provider (tests/http/upstream.py) and mlrelay on a fresh data dir, sets up a
@@ -189,7 +189,7 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "mlrelay"))
     ap.add_argument("--duration", type=int, default=600, help="seconds of load")
     ap.add_argument("--warmup", type=int, default=60, help="seconds before the RSS baseline")
-    ap.add_argument("--margin-mb", type=float, default=48.0)
+    ap.add_argument("--margin-mb", type=float, default=24.0)
     ap.add_argument("--clients", type=int, default=6)
     a = ap.parse_args()
 
