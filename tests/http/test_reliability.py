@@ -88,6 +88,14 @@ def integrity_ok(data_dir):
         db.close()
 
 
+def sanitized(binary):
+    """True for an ASan/TSan build, whose allocator quarantine and shadow memory make RSS
+    bounds meaningless (the fd and latency bounds still apply)."""
+    import mmap
+    with open(binary, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return m.find(b"__asan_init") >= 0 or m.find(b"__tsan_init") >= 0
+
+
 def raise_fd_limit(n):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n:
@@ -354,7 +362,8 @@ def test_hostile_clients_do_not_starve_others(h):  # slow
     assert p99 < 0.25, (p50, p99)
     assert max_fds <= fds0 + idle_n + 200, (fds0, max_fds)
     assert fds2 <= fds0 + 30, (fds0, fds2)  # every hostile connection was closed
-    assert max_rss - rss0 < 150 * 1024, (rss0, max_rss)  # < ~30 KiB per idle connection
+    if not sanitized(h.binary):
+        assert max_rss - rss0 < 150 * 1024, (rss0, max_rss)  # < ~30 KiB per idle connection
     assert s.get("/").status == 200
 
 
@@ -440,7 +449,8 @@ def test_huge_upstream_bodies_are_capped(h):
             stop.set()
         time.sleep(0.2)
         assert up.huge_sent < 512 << 20, up.huge_sent  # the gigabyte was not read to the end
-        assert peak[0] - rss0 < 64 * 1024, (rss0, peak[0])
+        if not sanitized(h.binary):
+            assert peak[0] - rss0 < 64 * 1024, (rss0, peak[0])
         assert s.get("/").status == 200
 
 
