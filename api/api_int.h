@@ -22,6 +22,20 @@ enum api_route_flags {
     API_BODY_REQUIRED = 1 << 1, /* with API_BODY_JSON: an empty body is a 400 */
 };
 
+/*
+ * An access guard of a route (access.c): when access control restricts the caller, the document
+ * named by path parameter @param must be one the caller may use, else the route answers
+ * @status/@type/@reason (followed by the id when @append_id).
+ */
+struct api_guard {
+    int kind;                 /* enum store_kind of the document */
+    int param;                /* index in req->params of its id */
+    int status;
+    const char *type;
+    const char *reason;
+    int append_id;
+};
+
 /* One row of the route table (api/routes.c). */
 struct api_route {
     unsigned methods;         /* bit mask of 1 << HTTP_xxx; GET routes also answer HEAD */
@@ -31,6 +45,7 @@ struct api_route {
     unsigned flags;           /* enum api_route_flags */
     int kind;                 /* enum store_kind for the shared document handlers */
     const char *empty_body;   /* reason for a missing required body (parse_exception) */
+    const struct api_guard *guard; /* access check before the handler, or NULL */
 };
 
 #define API_MAX_PARAMS 4
@@ -63,7 +78,44 @@ struct api_req {
     int pretty;                       /* ?pretty */
     int responded;                    /* an api_send_*() happened */
     int64_t start_ms;                 /* monotonic, first byte seen */
+    uint64_t start_ns;                /* uv_hrtime() at the first byte: access-log duration */
+    char client[48];                  /* the client's IP address (copied from the connection) */
+    struct workers_user *user;        /* the authenticated caller; NULL without users */
+    struct workers_caller caller;     /* api_req_caller(), filled on first use */
+    int caller_ready;
+    struct store_access access;       /* api_req_access(), filled on first use */
 };
+
+/* ---------------------------------- commands (cli_users.c) ---------------------------------- */
+
+/** `mlrelay users ...`: the exit code (0, 1 failure, 2 usage). */
+int api__cli_users(const struct mlr_config *cfg);
+/** `mlrelay rotate-master-key`: the exit code. */
+int api__cli_rotate_key(const struct mlr_config *cfg);
+
+/* ---------------------------------- callers (auth.c, access.c) ---------------------------------- */
+
+/**
+ * Authenticates @req from its Authorization header: on success sets req->user and calls
+ * api__dispatch_authenticated(); otherwise answers 401 (or 429 when rate-limited).
+ */
+void api_auth_check(struct api_auth *a, struct api_req *req);
+/** The dispatcher's second half: everything after authentication (routes.c). */
+void api__dispatch_authenticated(struct api_req *req);
+
+/** The caller of @req for the workers' builders (never NULL; user NULL without users). */
+const struct workers_caller *api_req_caller(struct api_req *req);
+/** The store_access of @req, or NULL when nothing restricts it (no users, admin, AC off). */
+const struct store_access *api_req_access(struct api_req *req);
+/** Runs the route's guard (if any, and if it applies), then the handler. */
+void api__guard_then_handle(struct api_req *req);
+
+/** Result of api_access_check_all(): MLR_OK, MLR_EPERM (@denied: the first id refused) or an
+ * error. */
+typedef void (*api_checked_cb)(struct api_req *req, int status, const char *denied);
+/** Checks that the caller may use every one of @ids (borrowed until @done) of @kind. */
+void api_access_check_all(struct api_req *req, enum store_kind kind, const char *const *ids,
+                          int n, api_checked_cb done);
 
 /* ---------------------------------- responses (response.c) ---------------------------------- */
 
@@ -118,6 +170,87 @@ void api_route_match(struct api_req *req);
 /** Runs the central checks (405, unknown path, JSON body) and then the handler. */
 void api_dispatch(struct api_req *req);
 
+/* ---------------------------------- access log (access_log.c) ---------------------------------- */
+
+/**
+ * Writes the access-log line of one answered request, when log.access is on: method, path
+ * (never the query string, which may carry secrets), status, response body bytes, duration in
+ * milliseconds with microsecond precision, client address, and X-Opaque-Id when the client sent
+ * one. @req may be NULL, or a request whose line was not parsed yet, for errors answered at the
+ * connection level (429, 408, 431, 400); @client is then the connection's address.
+ * @client_gone: the client left before the answer, which was therefore not sent.
+ */
+void api__access_log(const struct api_server *srv, const struct api_req *req, const char *client,
+                     int status, size_t bytes, int client_gone);
+
+/* ---------------------------------- TLS (tls.c) ---------------------------------- */
+
+struct api_tls_ctx;  /* the listener's certificate, key and protocol policy */
+struct api_tls_conn; /* one connection's TLS session, over memory buffers */
+
+/**
+ * Loads the PEM certificate chain @cert and the unencrypted PEM key @key (paths, kept for
+ * reloads) and checks that they match. Logs the certificate's subject and expiry. Returns MLR_OK
+ * or MLR_EIO with OpenSSL's reason in @err (unreadable file, not PEM, encrypted or mismatched
+ * key); *@out is written only on success. Free with api__tls_ctx_free().
+ */
+int api__tls_ctx_new(const char *cert, const char *key, struct api_tls_ctx **out, char *err,
+                     size_t errlen);
+
+/**
+ * Re-reads the same two files into a new context. On success sessions created from now on use it
+ * (existing ones keep the one they started with) and the certificate is logged; on failure
+ * returns the error as api__tls_ctx_new() does and @t is unchanged.
+ */
+int api__tls_ctx_reload(struct api_tls_ctx *t, char *err, size_t errlen);
+
+/** Frees @t (NULL is fine); sessions created from it stay valid. */
+void api__tls_ctx_free(struct api_tls_ctx *t);
+
+/** A new server-side session using @t's current certificate. Aborts on OOM. */
+struct api_tls_conn *api__tls_conn_new(struct api_tls_ctx *t);
+
+/** Frees @tc (NULL is fine) without sending anything. */
+void api__tls_conn_free(struct api_tls_conn *tc);
+
+/**
+ * Hands @len bytes read from the socket to the session. Returns MLR_OK; MLR_EINVAL when the very
+ * first byte shows a plain HTTP request instead of a TLS handshake (the session is then failed);
+ * MLR_ENOMEM when the buffer cannot grow.
+ */
+int api__tls_conn_feed(struct api_tls_conn *tc, const void *data, size_t len);
+
+/**
+ * Advances the handshake and appends every byte of plaintext that the input fed so far completes
+ * to @plain. Returns MLR_OK (possibly with nothing appended: a partial record, or a handshake
+ * step), or an error with the reason in @err when the session failed (handshake refused, bad
+ * record, @plain's cap reached); the connection must then end. Either way the session may have
+ * ciphertext to send (handshake replies, an alert): call api__tls_conn_output().
+ */
+int api__tls_conn_read(struct api_tls_conn *tc, struct mlr_buf *plain, char *err, size_t errlen);
+
+/**
+ * Encrypts @len bytes of plaintext; the records become available through
+ * api__tls_conn_output(). Only valid once api__tls_conn_established(). Returns MLR_OK or MLR_EIO
+ * (the session failed).
+ */
+int api__tls_conn_write(struct api_tls_conn *tc, const void *data, size_t len);
+
+/** Appends all ciphertext waiting to be sent to @out and empties the session's output. */
+void api__tls_conn_output(struct api_tls_conn *tc, struct mlr_buf *out);
+
+/** 1 once the handshake has completed. */
+int api__tls_conn_established(const struct api_tls_conn *tc);
+
+/**
+ * Queues close_notify (fetch it with api__tls_conn_output()). Returns 1 when it was queued now, 0
+ * when there is nothing to do (already sent, handshake unfinished, or the session failed).
+ */
+int api__tls_conn_shutdown(struct api_tls_conn *tc);
+
+/** The listener's TLS context, NULL when the server speaks plaintext. */
+struct api_tls_ctx *api__server_tls(const struct api_server *srv);
+
 /* ---------------------------------- connection (conn.c / server.c) ---------------------------------- */
 
 /** Writes the response bytes for @req (headers built here) and finishes the request. */
@@ -156,6 +289,9 @@ struct api_conn {
     int linger;                   /* after shutdown, drain input until EOF or timeout */
     int stop_requested;           /* server is stopping: close after the current response */
     int reject;                   /* over the connection cap: answer 429 and close */
+    char peer[48];                /* the client's IP address ("-" if unknown) */
+    struct api_tls_conn *tls;     /* TLS session, NULL on a plaintext listener */
+    int tls_up;                   /* the TLS handshake has completed */
     struct api_conn *prev, *next; /* the server's list of open connections */
 };
 

@@ -3,7 +3,7 @@
  * then the command line (spec §1: flags beat environment beats config file).
  *
  * The config file is a JSON object with flat dotted keys. Node keys (listen, data_dir, log.*,
- * http.*, workers.*) configure this process; `plugins.ml_commons.*` and `mlrelay.*` keys are the
+ * http.*, workers.*, tls.*) configure this process; `plugins.ml_commons.*` and `mlrelay.*` keys are the
  * initial values of cluster settings and are validated exactly as a PUT would validate them. Any
  * other key is an error, so a typo is reported instead of silently ignored. Runs in main() before
  * any thread starts; not thread-safe.
@@ -19,6 +19,11 @@
 
 const char mlr_usage_text[] =
     "Usage: mlrelay [options]\n"
+    "       mlrelay backup DEST [--data-dir DIR] [--config FILE]\n"
+    "       mlrelay check [--data-dir DIR] [--config FILE]\n"
+    "       mlrelay users add NAME [--backend-roles r1,r2] [--roles all_access] [--data-dir DIR]\n"
+    "       mlrelay users list | users delete NAME [--data-dir DIR]\n"
+    "       mlrelay rotate-master-key [--data-dir DIR]\n"
     "       mlrelay --help | --version\n"
     "\n"
     "Serves the OpenSearch ML Commons remote-model REST API (/_plugins/_ml/..., /_cluster/settings).\n"
@@ -29,21 +34,49 @@ const char mlr_usage_text[] =
     "  --config FILE          JSON config file with flat dotted keys\n"
     "  --log-level LEVEL      debug | info | warn | error (default info)\n"
     "  --log-format FORMAT    text | json (default text)\n"
+    "  --access-log BOOL      true | false: one info line per HTTP request (default true)\n"
+    "  --tls-cert FILE        PEM certificate chain: the listener then speaks TLS only\n"
+    "  --tls-key FILE         PEM private key of --tls-cert (unencrypted); SIGHUP reloads both\n"
     "  --help                 show this help and exit\n"
     "  --version              show the version and exit\n"
     "\n"
-    "Environment (flags win over environment, environment over the config file):\n"
-    "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG\n"
+    "Commands (safe while a server runs on the same data directory; run them as its user):\n"
+    "  backup DEST            copy the database consistently to the file DEST (written as\n"
+    "                         DEST.tmp, fsynced, then renamed); exit 0 on success, 1 on failure\n"
+    "  check                  integrity check and a summary (schema version, resources, models\n"
+    "                         and tasks by state); exit 0 when healthy, 1 otherwise\n"
+    "  users add NAME         add a user; the password is read from standard input (one line);\n"
+    "                         --backend-roles and --roles take comma-separated lists, role\n"
+    "                         all_access makes an admin. With any user, every request needs\n"
+    "                         HTTP Basic credentials; changes reach a running server within 1 s\n"
+    "  users list | delete NAME\n"
+    "  rotate-master-key      re-encrypt every stored credential under a new master key in one\n"
+    "                         transaction (stop the server first; with MLRELAY_MASTER_KEY set,\n"
+    "                         the new key is printed and must replace it)\n"
+    "  Usage errors exit 2.\n"
     "\n"
-    "Config file keys: listen, data_dir, log.level, log.format, http.max_content_length,\n"
-    "  http.max_header_size, http.max_connections, http.idle_timeout, http.request_timeout,\n"
-    "  http.shutdown_timeout, workers.threads, and any plugins.ml_commons.* or mlrelay.* cluster\n"
-    "  setting as its initial value.\n";
+    "Environment (flags win over environment, environment over the config file):\n"
+    "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG, MLRELAY_ACCESS_LOG, MLRELAY_TLS_CERT,\n"
+    "  MLRELAY_TLS_KEY,\n"
+    "  MLRELAY_MASTER_KEY (base64 of 32 bytes; overrides DATA_DIR/master.key),\n"
+    "  MLRELAY_ADMIN_PASSWORD (creates user admin, role all_access, when no user exists)\n"
+    "\n"
+    "Config file keys: listen, data_dir, log.level, log.format, log.access,\n"
+    "  http.max_content_length, http.max_header_size, http.max_connections, http.idle_timeout,\n"
+    "  http.request_timeout, http.shutdown_timeout, workers.threads, tls.cert, tls.key, and any\n"
+    "  plugins.ml_commons.* or mlrelay.* cluster setting as its initial value.\n";
 
 static void set_str(char **dst, const char *v)
 {
     free(*dst);
     *dst = mlr_xstrdup(v);
+}
+
+/* An empty path means "not set", so a later layer can switch off what an earlier one set. */
+static void set_path(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = *v ? mlr_xstrdup(v) : NULL;
 }
 
 /* Parses "HOST:PORT" or "[V6]:PORT". */
@@ -70,12 +103,15 @@ static int parse_listen(struct mlr_config *cfg, const char *v, char *err, size_t
 }
 
 /* The node keys of the config file and how to parse each. */
-enum key_kind { K_LISTEN, K_DATA_DIR, K_LOG_LEVEL, K_LOG_FORMAT, K_BYTES, K_INT, K_TIME };
+enum key_kind {
+    K_LISTEN, K_DATA_DIR, K_LOG_LEVEL, K_LOG_FORMAT, K_BOOL, K_BYTES, K_INT, K_TIME, K_PATH
+};
 
 struct node_key {
     const char *name;
     enum key_kind kind;
-    size_t offset;   /* of the int64_t field for K_BYTES/K_INT/K_TIME */
+    size_t offset;   /* of the int64_t field for K_BYTES/K_INT/K_TIME, the int for K_BOOL,
+                        the char * for K_PATH */
     int64_t min;     /* inclusive bounds for numbers */
     int64_t max;
 };
@@ -86,6 +122,7 @@ static const struct node_key node_keys[] = {
     {"data_dir", K_DATA_DIR, 0, 0, 0},
     {"log.level", K_LOG_LEVEL, 0, 0, 0},
     {"log.format", K_LOG_FORMAT, 0, 0, 0},
+    {"log.access", K_BOOL, OFF(access_log), 0, 1},
     {"http.max_content_length", K_BYTES, OFF(max_content_length), 1, INT32_MAX},
     {"http.max_header_size", K_BYTES, OFF(max_header_size), 1024, 1024 * 1024},
     {"http.max_connections", K_INT, OFF(max_connections), 1, 1000000},
@@ -93,6 +130,8 @@ static const struct node_key node_keys[] = {
     {"http.request_timeout", K_TIME, OFF(request_timeout_ms), 1, INT32_MAX},
     {"http.shutdown_timeout", K_TIME, OFF(shutdown_timeout_ms), 0, INT32_MAX},
     {"workers.threads", K_INT, OFF(workers_threads), 1, 1024},
+    {"tls.cert", K_PATH, OFF(tls_cert), 0, 0},
+    {"tls.key", K_PATH, OFF(tls_key), 0, 0},
 };
 
 static int parse_number(const struct node_key *k, const char *v, int64_t *out)
@@ -129,11 +168,19 @@ static int set_node_key(struct mlr_config *cfg, const char *name, const char *v,
     case K_DATA_DIR:
         set_str(&cfg->data_dir, v);
         return MLR_OK;
+    case K_PATH:
+        set_path((char **)((char *)cfg + k->offset), v);
+        return MLR_OK;
     case K_LOG_LEVEL:
         rc = mlr_log_level_parse(v, &cfg->log_level);
         break;
     case K_LOG_FORMAT:
         rc = mlr_log_format_parse(v, &cfg->log_format);
+        break;
+    case K_BOOL: /* OpenSearch booleans: exactly "true" or "false" */
+        rc = strcmp(v, "true") == 0 || strcmp(v, "false") == 0 ? MLR_OK : MLR_EINVAL;
+        if (rc == MLR_OK)
+            *(int *)((char *)cfg + k->offset) = strcmp(v, "true") == 0;
         break;
     default:
         rc = parse_number(k, v, &n);
@@ -174,10 +221,6 @@ static int file_entry(struct mlr_config *cfg, const char *key, struct json_objec
     return rc;
 }
 
-static const char *const access_control_keys[] = {
-    "plugins.ml_commons.model_access_control_enabled",
-    "plugins.ml_commons.connector_access_control_enabled", NULL};
-
 static int load_file(struct mlr_config *cfg, const char *path, char *err, size_t errlen)
 {
     char why[400];
@@ -201,14 +244,6 @@ static int load_file(struct mlr_config *cfg, const char *path, char *err, size_t
         cfg->cluster = NULL;
         rc = mlr_settings_normalize(cluster, "config", &cfg->cluster, why, sizeof(why));
     }
-    for (const char *const *k = access_control_keys; rc == MLR_OK && *k; k++) {
-        struct json_object *v = json_object_object_get(cfg->cluster, *k);
-        if (v && strcmp(json_object_get_string(v), "true") == 0) {
-            /* Access control needs users, which cannot be configured yet (spec §8). */
-            snprintf(why, sizeof(why), "[%s] cannot be true: no users are configured", *k);
-            rc = MLR_EINVAL;
-        }
-    }
     if (rc != MLR_OK)
         snprintf(err, errlen, "config file %s: %s", path, why);
     json_object_put(cluster);
@@ -231,6 +266,7 @@ static void set_defaults(struct mlr_config *cfg)
     cfg->request_timeout_ms = 30000;
     cfg->shutdown_timeout_ms = 5000;
     cfg->workers_threads = 4;
+    cfg->access_log = 1;
     cfg->cluster = json_object_new_object();
 }
 
@@ -240,8 +276,46 @@ static const struct {
     const char *key;
 } flag_keys[] = {
     {"--listen", "listen"},       {"--data-dir", "data_dir"},    {"--config", NULL},
-    {"--log-level", "log.level"}, {"--log-format", "log.format"},
+    {"--log-level", "log.level"}, {"--log-format", "log.format"}, {"--access-log", "log.access"},
+    {"--backend-roles", NULL},    {"--roles", NULL},            {"--tls-cert", "tls.cert"},
+    {"--tls-key", "tls.key"},
 };
+
+/* Environment variables, and the node key each one sets (MLRELAY_CONFIG is read first, apart). */
+static const struct {
+    const char *name;
+    const char *key;
+} env_keys[] = {
+    {"MLRELAY_LISTEN", "listen"},
+    {"MLRELAY_DATA_DIR", "data_dir"},
+    {"MLRELAY_ACCESS_LOG", "log.access"},
+    {"MLRELAY_TLS_CERT", "tls.cert"},
+    {"MLRELAY_TLS_KEY", "tls.key"},
+};
+
+/* Commands: the first argument that is not an option, and how many arguments each takes. */
+static const struct {
+    const char *name;
+    enum mlr_config_action action;
+    int nargs;        /* arguments needed */
+    int maxargs;      /* arguments allowed */
+    const char *args; /* shown when they are missing */
+} commands[] = {
+    {"backup", MLR_RUN_BACKUP, 1, 1, "DEST"},
+    {"check", MLR_RUN_CHECK, 0, 0, ""},
+    {"users", MLR_RUN_USERS, 1, 2, "add NAME | list | delete NAME"},
+    {"rotate-master-key", MLR_RUN_ROTATE_KEY, 0, 0, ""},
+};
+
+/* A certificate without its key (or the reverse) is a mistake, not a request for plaintext. */
+static int check_tls_pair(const struct mlr_config *cfg, char *err, size_t errlen)
+{
+    if ((cfg->tls_cert == NULL) == (cfg->tls_key == NULL))
+        return MLR_OK;
+    snprintf(err, errlen, "tls.cert and tls.key must be set together: %s is set but %s is not",
+             cfg->tls_cert ? "tls.cert" : "tls.key", cfg->tls_cert ? "tls.key" : "tls.cert");
+    return MLR_EINVAL;
+}
 
 /* Finds the value of a valued flag in argv ("--x v" or "--x=v"); NULL when absent. */
 static const char *flag_value(int argc, char **argv, const char *flag)
@@ -257,12 +331,63 @@ static const char *flag_value(int argc, char **argv, const char *flag)
     return found;
 }
 
-/* Validates the shape of argv: known flags only, valued flags have a value. */
-static int check_args(int argc, char **argv, enum mlr_config_action *action, char *err,
-                      size_t errlen)
+/* Checks one option at argv[*i] (advancing *i past its value). Returns MLR_EINVAL with a message
+ * for an unknown option or a missing value. */
+static int check_flag(int argc, char **argv, int *i, char *err, size_t errlen)
 {
+    const char *a = argv[*i];
+    for (size_t f = 0; f < sizeof(flag_keys) / sizeof(flag_keys[0]); f++) {
+        size_t n = strlen(flag_keys[f].flag);
+        if (strcmp(a, flag_keys[f].flag) == 0) {
+            if (*i + 1 >= argc) {
+                snprintf(err, errlen, "option %s needs a value", a);
+                return MLR_EINVAL;
+            }
+            (*i)++;
+            return MLR_OK;
+        }
+        if (strncmp(a, flag_keys[f].flag, n) == 0 && a[n] == '=')
+            return MLR_OK;
+    }
+    snprintf(err, errlen, "unknown option [%s]", a);
+    return MLR_EINVAL;
+}
+
+/* Takes one argument that is not an option: the command name first, then its arguments. */
+static int take_positional(struct mlr_config *cfg, const char *a, int *cmd, int *nargs,
+                           enum mlr_config_action *action, char *err, size_t errlen)
+{
+    if (*cmd < 0) {
+        for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
+            if (strcmp(a, commands[c].name) == 0)
+                *cmd = (int)c;
+        }
+        if (*cmd < 0) {
+            snprintf(err, errlen, "unknown command [%s]", a);
+            return MLR_EINVAL;
+        }
+        *action = commands[*cmd].action;
+        return MLR_OK;
+    }
+    if (*nargs >= commands[*cmd].maxargs) {
+        snprintf(err, errlen, "unexpected argument [%s] for command %s", a, commands[*cmd].name);
+        return MLR_EINVAL;
+    }
+    char **slot = *nargs == 0 ? &cfg->command_arg : &cfg->command_arg2;
+    (*nargs)++;
+    free(*slot);
+    *slot = mlr_xstrdup(a);
+    return MLR_OK;
+}
+
+/* Validates the shape of argv: known flags only, valued flags have a value, at most one command
+ * with exactly its arguments. --help and --version win over everything after them. */
+static int check_args(struct mlr_config *cfg, int argc, char **argv,
+                      enum mlr_config_action *action, char *err, size_t errlen)
+{
+    int cmd = -1, nargs = 0, rc = MLR_OK;
     *action = MLR_RUN_SERVER;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc && rc == MLR_OK; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             *action = MLR_PRINT_HELP;
@@ -272,26 +397,17 @@ static int check_args(int argc, char **argv, enum mlr_config_action *action, cha
             *action = MLR_PRINT_VERSION;
             return MLR_OK;
         }
-        int known = 0;
-        for (size_t f = 0; f < sizeof(flag_keys) / sizeof(flag_keys[0]) && !known; f++) {
-            size_t n = strlen(flag_keys[f].flag);
-            if (strcmp(a, flag_keys[f].flag) == 0) {
-                if (i + 1 >= argc) {
-                    snprintf(err, errlen, "option %s needs a value", a);
-                    return MLR_EINVAL;
-                }
-                i++;
-                known = 1;
-            } else if (strncmp(a, flag_keys[f].flag, n) == 0 && a[n] == '=') {
-                known = 1;
-            }
-        }
-        if (!known) {
-            snprintf(err, errlen, "unknown option [%s]", a);
-            return MLR_EINVAL;
-        }
+        if (a[0] == '-')
+            rc = check_flag(argc, argv, &i, err, errlen);
+        else
+            rc = take_positional(cfg, a, &cmd, &nargs, action, err, errlen);
     }
-    return MLR_OK;
+    if (rc == MLR_OK && cmd >= 0 && nargs < commands[cmd].nargs) {
+        snprintf(err, errlen, "command %s needs %s: mlrelay %s %s", commands[cmd].name,
+                 commands[cmd].args, commands[cmd].name, commands[cmd].args);
+        rc = MLR_EINVAL;
+    }
+    return rc;
 }
 
 int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
@@ -299,27 +415,32 @@ int mlr_config_load(struct mlr_config *cfg, int argc, char **argv,
                     char *err, size_t errlen)
 {
     set_defaults(cfg);
-    int rc = check_args(argc, argv, action, err, errlen);
-    if (rc != MLR_OK || *action != MLR_RUN_SERVER)
+    int rc = check_args(cfg, argc, argv, action, err, errlen);
+    if (rc != MLR_OK || *action == MLR_PRINT_HELP || *action == MLR_PRINT_VERSION)
         return rc;
     const char *path = flag_value(argc, argv, "--config");
     if (path == NULL)
         path = getenv_fn("MLRELAY_CONFIG");
+    const char *br = flag_value(argc, argv, "--backend-roles"), *ro = flag_value(argc, argv,
+                                                                                 "--roles");
+    cfg->user_backend_roles = br ? mlr_xstrdup(br) : NULL;
+    cfg->user_roles = ro ? mlr_xstrdup(ro) : NULL;
     if (path && *path) {
         cfg->config_path = mlr_xstrdup(path);
         rc = load_file(cfg, path, err, errlen);
     }
-    const char *env_listen = getenv_fn("MLRELAY_LISTEN");
-    const char *env_data = getenv_fn("MLRELAY_DATA_DIR");
-    if (rc == MLR_OK && env_listen && *env_listen)
-        rc = set_node_key(cfg, "listen", env_listen, err, errlen);
-    if (rc == MLR_OK && env_data && *env_data)
-        rc = set_node_key(cfg, "data_dir", env_data, err, errlen);
+    for (size_t e = 0; rc == MLR_OK && e < sizeof(env_keys) / sizeof(env_keys[0]); e++) {
+        const char *v = getenv_fn(env_keys[e].name);
+        if (v && *v)
+            rc = set_node_key(cfg, env_keys[e].key, v, err, errlen);
+    }
     for (size_t f = 0; rc == MLR_OK && f < sizeof(flag_keys) / sizeof(flag_keys[0]); f++) {
         const char *v = flag_keys[f].key ? flag_value(argc, argv, flag_keys[f].flag) : NULL;
         if (v)
             rc = set_node_key(cfg, flag_keys[f].key, v, err, errlen);
     }
+    if (rc == MLR_OK)
+        rc = check_tls_pair(cfg, err, errlen);
     return rc;
 }
 
@@ -328,6 +449,12 @@ void mlr_config_cleanup(struct mlr_config *cfg)
     free(cfg->listen_host);
     free(cfg->data_dir);
     free(cfg->config_path);
+    free(cfg->command_arg);
+    free(cfg->command_arg2);
+    free(cfg->user_backend_roles);
+    free(cfg->user_roles);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
     json_object_put(cfg->cluster);
     memset(cfg, 0, sizeof(*cfg));
 }

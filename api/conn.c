@@ -18,6 +18,12 @@
  * Lifetime: the connection owns two handles (tcp, timer) and is freed when both are closed. A
  * request being handled when the client goes away is detached (req->conn = NULL) and freed when
  * its handler responds, so handlers never see a dangling connection. Loop thread only.
+ *
+ * TLS (when the listener has a certificate): socket bytes go through the connection's TLS session
+ * (tls.c) on the way into `pending` and on the way out of write_out(); everything between sees
+ * plaintext. The handshake must finish within http.request_timeout (the first part of receiving a
+ * request), after which the idle timeout applies; a connection over the cap is answered 429 once
+ * its handshake is done. Plaintext connections only pay a NULL check at those two points.
  */
 #include "api_int.h"
 
@@ -70,6 +76,7 @@ static void on_handle_closed(uv_handle_t *h)
         req_free(c->req);
     else if (c->req)
         c->req->conn = NULL; /* the handler still owns the request; it is freed on respond */
+    api__tls_conn_free(c->tls);
     mlr_buf_cleanup(&c->pending);
     mlr_buf_cleanup(&c->url);
     mlr_buf_cleanup(&c->field);
@@ -109,10 +116,14 @@ static void on_shutdown(uv_shutdown_t *sr, int status)
     start_reading(c);
 }
 
+static int tls_flush(struct api_conn *c);
+
 static void shutdown_conn(struct api_conn *c)
 {
     if (c->closing)
         return;
+    if (c->tls != NULL && api__tls_conn_shutdown(c->tls) && tls_flush(c))
+        return; /* on_write calls us again once close_notify has been written */
     uv_shutdown_t *sr = mlr_xmalloc(sizeof(*sr));
     sr->data = c;
     if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -147,6 +158,18 @@ static void on_write(uv_write_t *w, int status)
         parse_pending(c);
 }
 
+/* TLS: replaces the plaintext of @wr by its records (after any handshake bytes still queued). */
+static int tls_seal(struct api_tls_conn *tls, struct write_req *wr)
+{
+    int rc = api__tls_conn_write(tls, wr->head.data, wr->head.len);
+    if (rc == MLR_OK)
+        rc = api__tls_conn_write(tls, wr->body.data, wr->body.len);
+    mlr_buf_cleanup(&wr->head);
+    mlr_buf_cleanup(&wr->body);
+    api__tls_conn_output(tls, &wr->head);
+    return rc;
+}
+
 /* Queues head+body on the socket; takes ownership of both buffers' contents. */
 static void write_out(struct api_conn *c, struct mlr_buf *head, struct mlr_buf *body)
 {
@@ -156,6 +179,16 @@ static void write_out(struct api_conn *c, struct mlr_buf *head, struct mlr_buf *
     wr->body = *body;
     mlr_buf_init(head, 0); /* the write request owns these bytes now */
     mlr_buf_init(body, 0);
+    if (c->tls != NULL) {
+        int rc = tls_seal(c->tls, wr);
+        if (rc != MLR_OK || wr->head.len == 0) {
+            mlr_buf_cleanup(&wr->head); /* nothing to send (a flush found no output), or failed */
+            free(wr);
+            if (rc != MLR_OK)
+                conn_close(c);
+            return;
+        }
+    }
     uv_buf_t bufs[2] = {uv_buf_init(wr->head.data, (unsigned)wr->head.len),
                         uv_buf_init(wr->body.data, (unsigned)wr->body.len)};
     int n = wr->body.len > 0 ? 2 : 1;
@@ -191,6 +224,7 @@ static void conn_error(struct api_conn *c, int status, const char *type, const c
     api_render(root, 0, &body);
     json_object_put(root);
     build_head(&head, status, body.len, 0, NULL);
+    api__access_log(c->srv, c->dispatched ? NULL : c->req, c->peer, status, body.len, 0);
     uv_timer_stop(&c->timer);
     c->close_after_write = 1;
     c->linger = 1;
@@ -208,6 +242,7 @@ void api__conn_respond(struct api_req *req, int status, const char *extra_header
     assert(!req->responded);
     req->responded = 1;
     if (c == NULL || c->closing) {
+        api__access_log(req->srv, req, req->client, status, 0, 1);
         req_free(req); /* the client is gone; nobody to answer */
         return;
     }
@@ -219,6 +254,7 @@ void api__conn_respond(struct api_req *req, int status, const char *extra_header
     build_head(&head, status, body->len, keep_alive, extra_headers);
     if (req->head)
         mlr_buf_reset(body);
+    api__access_log(c->srv, req, req->client, status, body->len, 0);
     c->req = NULL;
     c->dispatched = 0;
     req_free(req);
@@ -260,6 +296,8 @@ static int on_message_begin(http_parser *p)
     req->srv = c->srv;
     req->ctx = api__server_context(c->srv);
     req->start_ms = mlr_mono_ms();
+    req->start_ns = uv_hrtime();
+    memcpy(req->client, c->peer, sizeof(req->client));
     c->req = req;
     c->header_bytes = 0;
     c->in_value = 0;
@@ -478,6 +516,66 @@ static void parse_pending(struct api_conn *c)
         start_reading(c);
 }
 
+/* ---------------------------------- TLS glue ---------------------------------- */
+
+/* Queues whatever ciphertext the TLS session has produced; returns 1 when a write was queued. */
+static int tls_flush(struct api_conn *c)
+{
+    struct mlr_buf none_head, none_body;
+    mlr_buf_init(&none_head, 0);
+    mlr_buf_init(&none_body, 0);
+    int before = c->writes;
+    write_out(c, &none_head, &none_body);
+    return c->writes > before;
+}
+
+static void reject_conn(struct api_conn *c);
+
+/* Plain HTTP on the TLS port: the client cannot read TLS, so it gets a plaintext 400 (as nginx
+ * does) that tells the user what went wrong, then the connection closes. */
+static void plain_http_on_tls(struct api_conn *c)
+{
+    api__tls_conn_free(c->tls);
+    c->tls = NULL; /* from here on this connection writes in plaintext */
+    conn_error(c, 400, "illegal_argument_exception",
+               "this port speaks TLS: send the request with https://");
+}
+
+/*
+ * Decrypts @n socket bytes into `pending` and sends what the handshake answers. Returns 1 when
+ * the connection is ending (TLS failure, plain HTTP, or a rejected connection answered 429).
+ */
+static int tls_in(struct api_conn *c, const char *data, size_t n)
+{
+    char why[256];
+    int rc = api__tls_conn_feed(c->tls, data, n);
+    if (rc == MLR_EINVAL) {
+        plain_http_on_tls(c);
+        return 1;
+    }
+    if (rc == MLR_OK)
+        rc = api__tls_conn_read(c->tls, &c->pending, why, sizeof(why));
+    else
+        snprintf(why, sizeof(why), "%s", mlr_strerror(rc));
+    int queued = tls_flush(c);
+    if (rc != MLR_OK) {
+        mlr_log(MLR_LOG_DEBUG, "http", "closing a TLS connection: %s", why);
+        c->close_after_write = 1; /* let an alert reach the client, then close */
+        if (!queued)
+            conn_close(c);
+        return 1;
+    }
+    if (!c->tls_up && api__tls_conn_established(c->tls)) {
+        c->tls_up = 1;
+        if (c->reject) {
+            reject_conn(c);
+            return 1;
+        }
+        set_timer(c, TIMER_IDLE, cfg_of(c)->idle_timeout_ms);
+    }
+    return 0;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     UNUSED(h);
@@ -504,8 +602,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         free(buf->base); /* draining after an error response */
         return;
     }
-    mlr_buf_append(&c->pending, buf->base, (size_t)nread);
-    free(buf->base);
+    if (c->tls != NULL) {
+        int ended = tls_in(c, buf->base, (size_t)nread);
+        free(buf->base);
+        if (ended)
+            return;
+    } else {
+        mlr_buf_append(&c->pending, buf->base, (size_t)nread);
+        free(buf->base);
+    }
     if (c->pending.len >= PENDING_MAX) {
         uv_read_stop(s);
         c->reading = 0;
@@ -564,11 +669,15 @@ struct api_conn *api__conn_new(struct api_server *srv, uv_loop_t *loop, int reje
 void api__conn_start(struct api_conn *c)
 {
     uv_tcp_nodelay(&c->tcp, 1);
-    if (c->reject) {
+    struct api_tls_ctx *tls = api__server_tls(c->srv);
+    if (tls != NULL)
+        c->tls = api__tls_conn_new(tls);
+    if (c->reject && c->tls == NULL) {
         reject_conn(c);
         return;
     }
-    set_timer(c, TIMER_IDLE, cfg_of(c)->idle_timeout_ms);
+    /* A TLS handshake must finish within the request timeout (tls_in then starts the idle one). */
+    set_timer(c, TIMER_IDLE, c->tls ? cfg_of(c)->request_timeout_ms : cfg_of(c)->idle_timeout_ms);
     start_reading(c);
 }
 

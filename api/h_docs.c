@@ -141,8 +141,8 @@ void api_h_doc_search(struct api_req *req)
 {
     const char *type = "parsing_exception";
     char err[1024] = "";
-    int rc = store_doc_search(req->ctx->store, kind_of(req), req->json, on_search, req, &type, err,
-                              sizeof(err));
+    int rc = store_doc_search(req->ctx->store, kind_of(req), req->json, api_req_access(req),
+                              on_search, req, &type, err, sizeof(err));
     if (rc == MLR_EINVAL)
         api_send_error(req, 400, type, err);
     else if (rc != MLR_OK)
@@ -275,6 +275,7 @@ static void start_update(struct api_req *req, store_patch_fn patch, char *creden
     u->patch.settings = workers_settings_get(req->ctx->workers);
     u->patch.credential = credential; /* the update context owns it now */
     u->patch.now = now_ms();
+    u->patch.who = api_req_caller(req);
     struct store_write_result missing = {.status = MLR_ENOTFOUND, .id = u->patch.id, .detail = ""};
     if (id == NULL) {
         on_updated(&missing, u);
@@ -333,7 +334,7 @@ void api_h_group_register(struct api_req *req)
     struct workers_error e;
     struct json_object *doc = NULL;
     char id[STORE_ID_MAX + 1];
-    if (workers_group_build(req->json, now_ms(), &doc, &e) != MLR_OK) {
+    if (workers_group_build(req->json, api_req_caller(req), now_ms(), &doc, &e) != MLR_OK) {
         api_send_workers_error(req, &e);
         return;
     }
@@ -374,6 +375,11 @@ void api_h_connector_create(struct api_req *req)
     int rc = workers_connector_build(req->json, keys, s, now_ms(), now_ms(), &doc, &e);
     json_object_put(keys);
     mlr_settings_unref(s);
+    if (rc == MLR_OK && workers_connector_access_set(req->json, api_req_caller(req), doc, &e) !=
+                            MLR_OK) {
+        json_object_put(doc);
+        rc = MLR_EINVAL;
+    }
     if (rc != MLR_OK) {
         api_send_workers_error(req, &e);
         return;
@@ -474,14 +480,14 @@ static void register_model(struct api_req *req, struct workers_model *m, const c
     json_object_put(task);
 }
 
-void api_h_model_register(struct api_req *req)
+static void register_checked(struct api_req *req)
 {
     struct workers_error e;
     struct workers_model m;
     char model_id[STORE_ID_MAX + 1], group_id[MLR_ID_LEN + 1], task_id[MLR_ID_LEN + 1];
     char owner[STORE_ID_MAX + 16], *sealed = NULL;
     struct mlr_settings *s = workers_settings_get(req->ctx->workers);
-    int rc = workers_model_build(req->json, s, now_ms(), &m, &e);
+    int rc = workers_model_build(req->json, api_req_caller(req), s, now_ms(), &m, &e);
     mlr_settings_unref(s);
     if (rc != MLR_OK) {
         api_send_workers_error(req, &e);
@@ -500,6 +506,49 @@ void api_h_model_register(struct api_req *req)
     }
     free(sealed);
     workers_model_cleanup(&m);
+}
+
+static const char *body_str(struct api_req *req, const char *key)
+{
+    struct json_object *v = NULL;
+    return json_object_object_get_ex(req->json, key, &v) && json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : NULL;
+}
+
+static void on_connector_checked(int status, void *data)
+{
+    struct api_req *req = data;
+    if (status == MLR_EPERM)
+        api_send_errorf(req, 400, "illegal_argument_exception",
+                        "You don't have permission to use the connector provided, connector id: %s",
+                        body_str(req, "connector_id"));
+    else
+        register_checked(req);
+}
+
+/* Access control: registering needs the model group and the connector it names (§12). */
+static void on_group_checked(int status, void *data)
+{
+    struct api_req *req = data;
+    const char *cid = body_str(req, "connector_id");
+    if (status == MLR_EPERM) {
+        api_send_error(req, 400, "illegal_argument_exception",
+                       "You don't have permissions to perform this operation on this model.");
+        return;
+    }
+    if (cid == NULL || store_access_check(req->ctx->store, STORE_CONNECTOR, cid,
+                                          api_req_access(req), on_connector_checked,
+                                          req) != MLR_OK)
+        register_checked(req);
+}
+
+void api_h_model_register(struct api_req *req)
+{
+    const char *gid = body_str(req, "model_group_id");
+    if (gid == NULL || store_access_check(req->ctx->store, STORE_MODEL_GROUP, gid,
+                                          api_req_access(req), on_group_checked, req) != MLR_OK)
+        on_group_checked(MLR_OK, req);
 }
 
 void api_h_model_update(struct api_req *req)

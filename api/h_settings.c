@@ -79,11 +79,14 @@ static void put_finish(int status, void *data)
 }
 
 /*
- * Access control needs users (spec §8). None can be configured yet, so turning it on is refused
- * with ML Commons' "Security plugin" messages (reference §3.1, §12.3). Returns 1 when refused.
+ * Access control needs users (spec §8): without any, turning it on is refused with ML Commons'
+ * "Security plugin" messages (reference §3.1, §12.3). Returns 1 when refused.
  */
-static int access_control_refused(struct json_object *changes, char *err, size_t errlen)
+static int access_control_refused(const struct api_req *req, struct json_object *changes,
+                                  char *err, size_t errlen)
 {
+    if (api_auth_enabled(req->ctx->auth))
+        return 0;
     static const struct {
         enum mlr_setting_id id;
         const char *reason;
@@ -121,8 +124,8 @@ static int parse_put(struct api_req *req, struct put_ctx *pc, char *err, size_t 
         if (val && mlr_settings_normalize(val, key, dst, err, errlen) != MLR_OK)
             return -1;
     }
-    if (access_control_refused(pc->persistent, err, errlen) ||
-        access_control_refused(pc->transient, err, errlen))
+    if (access_control_refused(req, pc->persistent, err, errlen) ||
+        access_control_refused(req, pc->transient, err, errlen))
         return -1;
     return workers_settings_check(req->ctx->workers, pc->persistent, pc->transient, err, errlen);
 }

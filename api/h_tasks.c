@@ -229,11 +229,36 @@ static struct json_object *bulk_ids(struct api_req *req)
     return ids;
 }
 
+static void bulk_checked(struct api_req *req, int status, const char *denied);
+
+/* Access control: every model named must be one the caller may use. */
 void api_h_models_undeploy(struct api_req *req)
 {
     struct json_object *ids = bulk_ids(req);
     if (ids == NULL)
         return;
+    int n = (int)json_object_array_length(ids);
+    const char **v = mlr_pool_alloc(&req->pool, sizeof(char *) * (size_t)n);
+    for (int i = 0; i < n; i++)
+        v[i] = json_object_get_string(json_object_array_get_idx(ids, (size_t)i));
+    api_access_check_all(req, STORE_MODEL, v, n, bulk_checked);
+}
+
+static void bulk_checked(struct api_req *req, int status, const char *denied)
+{
+    if (status == MLR_EPERM) {
+        api_send_errorf(req, 403, "status_exception",
+                        "User doesn't have privilege to perform this operation on this model, "
+                        "model ID %s",
+                        denied);
+        return;
+    }
+    if (status != MLR_OK) {
+        api_send_errorf(req, 500, "exception", "cannot check access: %s", mlr_strerror(status));
+        return;
+    }
+    struct json_object *ids = NULL;
+    json_object_object_get_ex(req->json, "model_ids", &ids);
     size_t n = json_object_array_length(ids);
     struct bulk_ctx *b = mlr_xcalloc(1, sizeof(*b));
     b->req = req;

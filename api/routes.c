@@ -26,60 +26,92 @@
 #define MODEL STORE_MODEL
 #define TASK STORE_TASK
 
-/* method(s), path, handler, body limit (0 = http.max_content_length), flags, kind, empty body */
+/* Access guards (access.c), with ML Commons' refusals (reference §12); where ML Commons answers
+ * 500 for a refusal we answer 403 (spec §9). */
+#define FORBIDDEN 403, "status_exception"
+static const struct api_guard group_use = {
+    GROUP, 0, FORBIDDEN,
+    "User doesn't have privilege to perform this operation on this model group", 0};
+static const struct api_guard group_delete = {
+    GROUP, 0, FORBIDDEN, "User doesn't have privilege to delete this model group", 0};
+static const struct api_guard connector_get = {
+    CONN, 0, FORBIDDEN, "You don't have permission to access this connector", 0};
+static const struct api_guard connector_update = {
+    CONN, 0, 400, "illegal_argument_exception",
+    "You don't have permission to update the connector, connector id: ", 1};
+static const struct api_guard connector_delete = {
+    CONN, 0, FORBIDDEN, "You are not allowed to delete this connector", 0};
+static const struct api_guard model_use = {
+    MODEL, 0, FORBIDDEN, "User doesn't have privilege to perform this operation on this model", 0};
+static const struct api_guard model_update = {
+    MODEL, 0, FORBIDDEN,
+    "User Doesn't have privilege to perform this operation on this model, model ID", 1};
+static const struct api_guard model_undeploy = {
+    MODEL, 0, FORBIDDEN,
+    "User doesn't have privilege to perform this operation on this model, model ID ", 1};
+static const struct api_guard model_predict = {
+    MODEL, 0, FORBIDDEN, "User Doesn't have privilege to perform this operation on this model", 0};
+static const struct api_guard algo_predict = {
+    MODEL, 1, FORBIDDEN, "User Doesn't have privilege to perform this operation on this model", 0};
+
+/* method(s), path, handler, body limit (0 = http.max_content_length), flags, kind, empty body,
+ * access guard */
 static const struct api_route routes[] = {
-    {M(GET), "/", api_h_root, 0, API_BODY_NONE, 0, NULL},
-    {M(GET), "/_cluster/settings", api_h_settings_get, 0, API_BODY_NONE, 0, NULL},
-    {M(PUT), "/_cluster/settings", api_h_settings_put, 1 * MB, REQ, 0, NULL},
+    {M(GET), "/", api_h_root, 0, API_BODY_NONE, 0, NULL, NULL},
+    {M(GET), "/_cluster/settings", api_h_settings_get, 0, API_BODY_NONE, 0, NULL, NULL},
+    {M(PUT), "/_cluster/settings", api_h_settings_put, 1 * MB, REQ, 0, NULL, NULL},
 
     {M(POST), ML "/model_groups/_register", api_h_group_register, 1 * MB, REQ, GROUP,
-     "Model group request has empty body"},
-    {M(GET) | M(POST), ML "/model_groups/_search", api_h_doc_search, 1 * MB, JSON, GROUP, NULL},
-    {M(GET), ML "/model_groups/{id}", api_h_doc_get, 0, API_BODY_NONE, GROUP, NULL},
+     "Model group request has empty body", NULL},
+    {M(GET) | M(POST), ML "/model_groups/_search", api_h_doc_search, 1 * MB, JSON, GROUP,
+     NULL, NULL},
+    {M(GET), ML "/model_groups/{id}", api_h_doc_get, 0, API_BODY_NONE, GROUP, NULL, &group_use},
     {M(PUT), ML "/model_groups/{id}", api_h_group_update, 1 * MB, REQ, GROUP,
-     "Update model group request has empty body"},
-    {M(DELETE), ML "/model_groups/{id}", api_h_doc_delete, 0, API_BODY_NONE, GROUP, NULL},
+     "Update model group request has empty body", &group_use},
+    {M(DELETE), ML "/model_groups/{id}", api_h_doc_delete, 0, API_BODY_NONE, GROUP, NULL,
+     &group_delete},
 
     {M(POST), ML "/connectors/_create", api_h_connector_create, 10 * MB, REQ, CONN,
-     "Create Connector request has empty body"},
-    {M(GET) | M(POST), ML "/connectors/_search", api_h_doc_search, 1 * MB, JSON, CONN, NULL},
-    {M(GET), ML "/connectors/{id}", api_h_doc_get, 0, API_BODY_NONE, CONN, NULL},
+     "Create Connector request has empty body", NULL},
+    {M(GET) | M(POST), ML "/connectors/_search", api_h_doc_search, 1 * MB, JSON, CONN, NULL, NULL},
+    {M(GET), ML "/connectors/{id}", api_h_doc_get, 0, API_BODY_NONE, CONN, NULL, &connector_get},
     {M(PUT), ML "/connectors/{id}", api_h_connector_update, 10 * MB, REQ, CONN,
-     "Failed to update connector: Request body is empty"},
-    {M(DELETE), ML "/connectors/{id}", api_h_doc_delete, 0, API_BODY_NONE, CONN, NULL},
+     "Failed to update connector: Request body is empty", &connector_update},
+    {M(DELETE), ML "/connectors/{id}", api_h_doc_delete, 0, API_BODY_NONE, CONN, NULL,
+     &connector_delete},
 
     {M(POST), ML "/models/_register", api_h_model_register, 10 * MB, REQ, MODEL,
-     "Model register request has empty body"},
+     "Model register request has empty body", NULL},
     {M(POST), ML "/models/_upload", api_h_model_register, 10 * MB, REQ, MODEL,
-     "Model register request has empty body"},
-    {M(GET) | M(POST), ML "/models/_search", api_h_doc_search, 1 * MB, JSON, MODEL, NULL},
-    {M(GET), ML "/models/{id}", api_h_doc_get, 0, API_BODY_NONE, MODEL, NULL},
+     "Model register request has empty body", NULL},
+    {M(GET) | M(POST), ML "/models/_search", api_h_doc_search, 1 * MB, JSON, MODEL, NULL, NULL},
+    {M(GET), ML "/models/{id}", api_h_doc_get, 0, API_BODY_NONE, MODEL, NULL, &model_use},
     {M(PUT), ML "/models/{id}", api_h_model_update, 10 * MB, REQ, MODEL,
-     "Update model request has empty body"},
-    {M(DELETE), ML "/models/{id}", api_h_doc_delete, 0, API_BODY_NONE, MODEL, NULL},
+     "Update model request has empty body", &model_update},
+    {M(DELETE), ML "/models/{id}", api_h_doc_delete, 0, API_BODY_NONE, MODEL, NULL, &model_use},
 
-    {M(POST), ML "/models/{id}/_deploy", api_h_model_deploy, 1 * MB, JSON, MODEL, NULL},
-    {M(POST), ML "/models/{id}/_load", api_h_model_deploy, 1 * MB, JSON, MODEL, NULL},
+    {M(POST), ML "/models/{id}/_deploy", api_h_model_deploy, 1 * MB, JSON, MODEL, NULL, &model_use},
+    {M(POST), ML "/models/{id}/_load", api_h_model_deploy, 1 * MB, JSON, MODEL, NULL, &model_use},
     {M(POST), ML "/models/{id}/_undeploy", api_h_model_undeploy, 1 * MB, API_BODY_NONE, MODEL,
-     NULL},
+     NULL, &model_undeploy},
     {M(POST), ML "/models/{id}/_unload", api_h_model_undeploy, 1 * MB, API_BODY_NONE, MODEL,
-     NULL},
+     NULL, &model_undeploy},
     {M(POST), ML "/models/{id}/_predict", api_h_model_predict, 0, REQ, MODEL,
-     "Predict request has empty body"},
+     "Predict request has empty body", &model_predict},
     {M(POST), ML "/_predict/{algorithm}/{id}", api_h_algorithm_predict, 0, REQ, MODEL,
-     "Predict request has empty body"},
+     "Predict request has empty body", &algo_predict},
     {M(POST), ML "/models/{id}/_batch_ingest", api_h_model_batch_ingest, 0, REQ, MODEL,
-     "Batch ingest request has empty body"},
+     "Batch ingest request has empty body", &model_predict},
     {M(POST), ML "/models/{id}/_batch_predict", api_h_model_batch_predict, 0, REQ, MODEL,
-     "Batch predict request has empty body"},
-    {M(POST), ML "/models/_undeploy", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
-    {M(POST), ML "/models/_unload", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL},
+     "Batch predict request has empty body", &model_predict},
+    {M(POST), ML "/models/_undeploy", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL, NULL},
+    {M(POST), ML "/models/_unload", api_h_models_undeploy, 1 * MB, JSON, MODEL, NULL, NULL},
 
-    {M(GET) | M(POST), ML "/tasks/_search", api_h_doc_search, 1 * MB, JSON, TASK, NULL},
-    {M(POST), ML "/tasks/{id}/_cancel", api_h_task_cancel, 1 * MB, API_BODY_NONE, TASK, NULL},
-    {M(GET), ML "/tasks/{id}/_results", api_h_task_results, 0, API_BODY_NONE, TASK, NULL},
-    {M(GET), ML "/tasks/{id}", api_h_doc_get, 0, API_BODY_NONE, TASK, NULL},
-    {M(DELETE), ML "/tasks/{id}", api_h_doc_delete, 0, API_BODY_NONE, TASK, NULL},
+    {M(GET) | M(POST), ML "/tasks/_search", api_h_doc_search, 1 * MB, JSON, TASK, NULL, NULL},
+    {M(POST), ML "/tasks/{id}/_cancel", api_h_task_cancel, 1 * MB, API_BODY_NONE, TASK, NULL, NULL},
+    {M(GET), ML "/tasks/{id}/_results", api_h_task_results, 0, API_BODY_NONE, TASK, NULL, NULL},
+    {M(GET), ML "/tasks/{id}", api_h_doc_get, 0, API_BODY_NONE, TASK, NULL, NULL},
+    {M(DELETE), ML "/tasks/{id}", api_h_doc_delete, 0, API_BODY_NONE, TASK, NULL, NULL},
 };
 
 #define MAX_SEGMENTS 16
@@ -358,6 +390,17 @@ static int parse_body(struct api_req *req)
 
 void api_dispatch(struct api_req *req)
 {
+    /* Who is asking comes first: without valid credentials nothing else is revealed, not even
+     * whether the path exists. */
+    if (api_auth_enabled(req->ctx->auth)) {
+        api_auth_check(req->ctx->auth, req);
+        return;
+    }
+    api__dispatch_authenticated(req);
+}
+
+void api__dispatch_authenticated(struct api_req *req)
+{
     if (req->route == NULL) {
         if (req->allow) {
             send_allow(req);
@@ -377,5 +420,5 @@ void api_dispatch(struct api_req *req)
     }
     if (parse_body(req) != 0)
         return;
-    req->route->handler(req);
+    api__guard_then_handle(req);
 }

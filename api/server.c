@@ -5,7 +5,9 @@
  * in the backlog) and answered 429 before being closed; at most REJECT_MAX of those are in flight,
  * beyond that a surplus connection is closed at once. Stop closes the listener, closes idle
  * connections, lets requests in progress answer, and force-closes the rest after
- * http.shutdown_timeout. Loop thread only.
+ * http.shutdown_timeout. With tls.cert/tls.key the server owns the TLS context (tls.c) that every
+ * new connection takes its session from, and reloads it on request (SIGHUP in main.c).
+ * Loop thread only.
  */
 #include "api_int.h"
 
@@ -25,7 +27,9 @@ struct api_server {
     struct api_conn *conns;       /* open connections (doubly linked) */
     int64_t nconns;               /* served connections */
     int64_t nrejects;             /* connections being answered 429 */
+    struct api_tls_ctx *tls;      /* NULL: plaintext listener */
     int port;                     /* bound port */
+    int loopback;                 /* bound to a loopback address */
     int stopping;
     int handles;                  /* listener + stop timer still open */
     int timer_closed;             /* stop_timer has been closed */
@@ -48,6 +52,35 @@ int api_server_port(const struct api_server *srv)
     return srv->port;
 }
 
+struct api_tls_ctx *api__server_tls(const struct api_server *srv)
+{
+    return srv->tls;
+}
+
+int api_server_tls_enabled(const struct api_server *srv)
+{
+    return srv->tls != NULL;
+}
+
+int api_server_is_loopback(const struct api_server *srv)
+{
+    return srv->loopback;
+}
+
+int api_server_tls_reload(struct api_server *srv)
+{
+    char err[1024];
+    if (srv->tls == NULL) {
+        mlr_log(MLR_LOG_INFO, "tls", "reload requested but TLS is not configured; nothing to do");
+        return MLR_OK;
+    }
+    int rc = api__tls_ctx_reload(srv->tls, err, sizeof(err));
+    if (rc != MLR_OK)
+        mlr_log(MLR_LOG_ERROR, "tls", "reload failed, still serving the previous certificate: %s",
+                err);
+    return rc;
+}
+
 static void on_server_handle_closed(uv_handle_t *h);
 
 static void close_stop_timer(struct api_server *srv)
@@ -66,6 +99,7 @@ static void maybe_finish_stop(struct api_server *srv)
         return;
     api_server_stop_cb cb = srv->stop_cb;
     void *data = srv->stop_data;
+    api__tls_ctx_free(srv->tls);
     free(srv);
     if (cb)
         cb(data);
@@ -102,17 +136,19 @@ int api_addr_is_loopback(const struct sockaddr *sa)
 }
 
 /*
- * Protected mode (spec §8): until users are configured — user management arrives with the
- * security issue, so today always — only clients on loopback addresses are served; anyone else
- * has the connection closed at once, before a byte is read.
+ * Protected mode (spec §8): until users are configured, only clients on loopback addresses are
+ * served; anyone else has the connection closed at once, before a byte is read. With users,
+ * everyone may connect and every request must authenticate.
  */
-static int peer_allowed(struct api_conn *c)
+static int peer_allowed(struct api_server *srv, struct api_conn *c)
 {
     struct sockaddr_storage peer;
     int len = sizeof(peer);
     if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) != 0)
         return 0;
-    if (api_addr_is_loopback((struct sockaddr *)&peer))
+    if (uv_ip_name((struct sockaddr *)&peer, c->peer, sizeof(c->peer)) != 0)
+        snprintf(c->peer, sizeof(c->peer), "-");
+    if (api_auth_enabled(srv->ctx.auth) || api_addr_is_loopback((struct sockaddr *)&peer))
         return 1;
     mlr_log(MLR_LOG_WARN, "http", "closed a connection from a non-loopback address: no users "
                                   "are configured, so only loopback clients are served");
@@ -140,7 +176,7 @@ static void on_connection(uv_stream_t *listener, int status)
         api__conn_close(c);
         return;
     }
-    if (!peer_allowed(c)) {
+    if (!peer_allowed(srv, c)) {
         api__conn_close(c);
         return;
     }
@@ -171,6 +207,7 @@ static int bind_listener(struct api_server *srv, char *err, size_t errlen)
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &len);
     srv->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
+    srv->loopback = api_addr_is_loopback((struct sockaddr *)&bound);
     return MLR_OK;
 }
 
@@ -184,10 +221,17 @@ static void on_server_handle_closed(uv_handle_t *h)
 int api_server_open(uv_loop_t *loop, const struct mlr_config *cfg, const struct api_context *ctx,
                     struct api_server **out, char *err, size_t errlen)
 {
+    struct api_tls_ctx *tls = NULL;
+    if (cfg->tls_cert != NULL) {
+        int rc = api__tls_ctx_new(cfg->tls_cert, cfg->tls_key, &tls, err, errlen);
+        if (rc != MLR_OK)
+            return rc;
+    }
     struct api_server *srv = mlr_xcalloc(1, sizeof(*srv));
     srv->loop = loop;
     srv->cfg = cfg;
     srv->ctx = *ctx;
+    srv->tls = tls; /* the server owns the context now */
     uv_tcp_init(loop, &srv->listener);
     uv_timer_init(loop, &srv->stop_timer);
     srv->listener.data = srv;

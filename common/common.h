@@ -328,6 +328,7 @@ struct json_object *mlr_settings_defaults(const struct mlr_settings *s);
 /* ------------------------------------------------------------------------------------------ */
 
 #define MLR_MASTER_KEY_LEN 32 /* bytes (AES-256) */
+#define MLR_MASTER_KEY_B64 44 /* characters of its padded base64 */
 /* Largest plaintext (and context string) mlr_secret_encrypt() accepts, in bytes. */
 #define MLR_SECRET_MAX_LEN ((size_t)16 << 20)
 
@@ -380,6 +381,44 @@ int mlr_secret_decrypt(const unsigned char key[MLR_MASTER_KEY_LEN], const char *
 
 /** Wipes the first @len bytes of @p with OPENSSL_cleanse(), then frees it. Accepts NULL. */
 void mlr_secret_free(char *p, size_t len);
+
+/* Key rotation (`mlrelay rotate-master-key`): a fresh key is staged as master.key.new, the
+ * database switches to it in one transaction, then the staged file replaces master.key. */
+
+/** Fills @key with 32 fresh random bytes. MLR_OK or MLR_EIO. */
+int mlr_master_key_new(unsigned char key[MLR_MASTER_KEY_LEN]);
+/** Writes @key as base64 (MLR_MASTER_KEY_B64 characters and a NUL) to @out. */
+void mlr_master_key_encode(const unsigned char key[MLR_MASTER_KEY_LEN],
+                           char out[MLR_MASTER_KEY_B64 + 1]);
+/** Writes @key to <@data_dir>/master.key.new (0600, fsynced). */
+int mlr_master_key_stage(const char *data_dir, const unsigned char key[MLR_MASTER_KEY_LEN],
+                         char *err, size_t errlen);
+/** Reads a staged master.key.new into @key: MLR_OK, MLR_ENOTFOUND when there is none. */
+int mlr_master_key_staged(const char *data_dir, unsigned char key[MLR_MASTER_KEY_LEN]);
+/** Renames master.key.new over master.key (@keep) or removes it (!@keep); fsyncs the dir. */
+int mlr_master_key_commit(const char *data_dir, int keep, char *err, size_t errlen);
+
+/* PBKDF2-HMAC-SHA256 iterations of new password hashes (OWASP's 2023 figure). */
+#define MLR_PASSWORD_ITERATIONS 600000
+
+/**
+ * Hashes @password for storage: "pbkdf2_sha256$<iterations>$<salt>$<hash>" with a fresh 16-byte
+ * salt, into *@out (heap). @iterations <= 0 means MLR_PASSWORD_ITERATIONS. Slow by design (a few
+ * hundred ms): never on the loop thread. Returns MLR_OK or MLR_EINTERNAL. Thread-safe.
+ */
+int mlr_password_hash(const char *password, int iterations, char **out);
+
+/**
+ * Checks @password against @stored (from mlr_password_hash()) in constant time: MLR_OK when it
+ * matches, MLR_EPERM when not, MLR_EINVAL for a malformed @stored. As slow as hashing.
+ */
+int mlr_password_verify(const char *password, const char *stored);
+
+/**
+ * Decodes standard padded base64 @s[0..@n) into @out (room for @cap bytes; needs n / 4 * 3).
+ * Returns MLR_OK with *@outlen, MLR_ETOOBIG when @cap is short, MLR_EINVAL for bad base64.
+ */
+int mlr_base64_decode(const char *s, size_t n, unsigned char *out, size_t cap, size_t *outlen);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Fault injection (fault.c; STYLE rule 29)                                                   */

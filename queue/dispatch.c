@@ -202,6 +202,11 @@ static struct queue_job *job_new(struct queue *q, struct store_task *t)
 static void start_job(struct queue *q, struct queue_job *j)
 {
     q->inflight++;
+    if (mlr_log_enabled(MLR_LOG_DEBUG)) {
+        const char *kv[] = {"task_id", j->id, "model_id", j->model_id,
+                            "task_type", queue_task_type_name(j->type)};
+        mlr_log_kv(MLR_LOG_DEBUG, "queue", "task started", kv, j->model_id[0] ? 3 : 1);
+    }
     if (j->state == QUEUE_STATE_FAILED) { /* nothing to run: record the failure */
         j->_done = 1;
         j->_next = q->ready;
@@ -270,18 +275,25 @@ static void on_finished(int status, const int *applied, int n, void *data)
     int i = 0;
     struct queue *q = b->q;
     q->finishing = 0;
-    if (status != MLR_OK)
-        mlr_log(MLR_LOG_ERROR, "queue", "cannot record task results: %s", mlr_strerror(status));
     if (status != MLR_OK && status != MLR_ECLOSED && !q->closing) {
         /* The disk refused (full, I/O error). Dropping the outcomes would leave the tasks
          * RUNNING until their lease ends (the task timeout, 10 minutes by default): keep them
-         * in flight and write them again at the next tick, and so on until the disk is back. */
+         * in flight and write them again at the next tick, and so on until the disk is back.
+         * One line per attempt, not per task: an outage would otherwise flood the log. */
+        mlr_log(MLR_LOG_ERROR, "queue", "cannot record task results, retrying: %s",
+                mlr_strerror(status));
         requeue_ready(q, b->jobs);
         free(b);
         return;
     }
     for (struct queue_job *j = b->jobs, *next; j; j = next) {
         next = j->_next;
+        if (status != MLR_OK) { /* one line per task, so each can be found by its id */
+            const char *kv[] = {"task_id", j->id, "error", mlr_strerror(status),
+                                "model_id", j->model_id};
+            mlr_log_kv(MLR_LOG_ERROR, "queue", "cannot record the task's result", kv,
+                       j->model_id[0] ? 3 : 2);
+        }
         j->applied = status == MLR_OK && i < n && applied[i];
         i++;
         q->runner.committed(j, status, q->runner.data);
@@ -349,13 +361,24 @@ static void flush(struct queue *q)
 
 /* ---------------------------------- timer ---------------------------------- */
 
+/* The ids of a timed-out task, kept until its FAILED state is written (for the log). */
+struct timeout_ids {
+    char task_id[STORE_ID_MAX + 1];
+    char model_id[STORE_ID_MAX + 1];
+};
+
 static void on_timeout_written(int status, const int *applied, int n, void *data)
 {
-    UNUSED(data);
+    struct timeout_ids *t = data;
     UNUSED(applied);
     UNUSED(n);
-    if (status != MLR_OK)
-        mlr_log(MLR_LOG_ERROR, "queue", "cannot record a task timeout: %s", mlr_strerror(status));
+    if (status != MLR_OK) {
+        const char *kv[] = {"task_id", t->task_id, "error", mlr_strerror(status),
+                            "model_id", t->model_id};
+        mlr_log_kv(MLR_LOG_ERROR, "queue", "cannot record a task timeout", kv,
+                   t->model_id[0] ? 3 : 2);
+    }
+    free(t);
 }
 
 /* Fails jobs that have run longer than the task timeout; their late results are then ignored. */
@@ -369,8 +392,12 @@ static void check_timeouts(struct queue *q, int64_t now, int64_t timeout)
         snprintf(error, sizeof(error), "timeout after %lld seconds", (long long)(timeout / 1000));
         struct store_task_result r = {.id = j->id, .state = "FAILED", .error = error};
         const char *kv[] = {"task_id", j->id, "model_id", j->model_id};
-        mlr_log_kv(MLR_LOG_WARN, "queue", "task timed out", kv, 2);
-        store_task_finish(q->store, &r, 1, on_timeout_written, NULL);
+        mlr_log_kv(MLR_LOG_WARN, "queue", "task timed out", kv, j->model_id[0] ? 2 : 1);
+        struct timeout_ids *t = mlr_xcalloc(1, sizeof(*t));
+        snprintf(t->task_id, sizeof(t->task_id), "%s", j->id);
+        snprintf(t->model_id, sizeof(t->model_id), "%s", j->model_id);
+        if (store_task_finish(q->store, &r, 1, on_timeout_written, t) != MLR_OK)
+            free(t);
         answer_waiters(q, j->id, "FAILED");
     }
 }

@@ -773,8 +773,8 @@ static void search_done(int status, void *arg)
 }
 
 int store_doc_search(struct store *s, enum store_kind kind, struct json_object *body,
-                     store_search_cb cb, void *data, const char **err_type, char *err,
-                     size_t errlen)
+                     const struct store_access *acc, store_search_cb cb, void *data,
+                     const char **err_type, char *err, size_t errlen)
 {
     struct search_req *r = mlr_xcalloc(1, sizeof(*r));
     r->kind = kind;
@@ -787,6 +787,7 @@ int store_doc_search(struct store *s, enum store_kind kind, struct json_object *
         free(r);
         return rc;
     }
+    store__query_restrict(&r->q, kind, acc);
     rc = store__read(s, search_fn, r, search_done);
     if (rc != MLR_OK) {
         store__query_cleanup(&r->q);

@@ -181,17 +181,36 @@ int store_doc_delete(struct store *s, enum store_kind kind, const char *id, stor
 int store_doc_get(struct store *s, enum store_kind kind, const char *id, int with_credential,
                   store_doc_cb cb, void *data);
 
+/**
+ * Who is asking, for access control (reference §12). Callers pass NULL when nothing is
+ * restricted: no users are configured, the caller is an admin, or access control is off.
+ */
+struct store_access {
+    const char *user;           /* the caller's name */
+    const char *backend_roles;  /* JSON array text of the caller's backend roles */
+    int groups;                 /* model access control: restricts model groups and models */
+    int connectors;             /* connector access control: restricts connectors */
+};
+
+/**
+ * Whether @acc may use document @id of @kind (reference §12.2/§12.3): @cb gets MLR_OK, MLR_EPERM
+ * or MLR_ENOTFOUND. Calls @cb at once with MLR_OK when @kind is not restricted for @acc.
+ */
+int store_access_check(struct store *s, enum store_kind kind, const char *id,
+                       const struct store_access *acc, store_done_cb cb, void *data);
+
 /** What a search produced: the OpenSearch search response (owned by the store). */
 typedef void (*store_search_cb)(int status, struct json_object *response, void *data);
 
 /**
- * Runs an OpenSearch `_search` body (NULL = match_all) over @kind on the read pool. A malformed
+ * Runs an OpenSearch `_search` body (NULL = match_all) over @kind on the read pool, showing only
+ * what @acc may see (NULL: everything; totals count only those). A malformed
  * body is refused synchronously: MLR_EINVAL with the error type in @err_type (static) and the
  * reason in @err; the callback is then not called.
  */
 int store_doc_search(struct store *s, enum store_kind kind, struct json_object *body,
-                     store_search_cb cb, void *data, const char **err_type, char *err,
-                     size_t errlen);
+                     const struct store_access *acc, store_search_cb cb, void *data,
+                     const char **err_type, char *err, size_t errlen);
 
 /** A remote model registration: group resolution, version bump, model and task rows in one
  * transaction. All strings and documents are copied. */
@@ -396,5 +415,153 @@ int store_batch_done(struct store *s, const char *task_id, struct store_batch_do
  */
 int store_batch_results(struct store *s, const char *task_id, int64_t from, int64_t size,
                         store_search_cb cb, void *data);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Users (users.c)                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+#define STORE_USER_NAME_MAX 256
+
+/** A user as written. All strings borrowed. */
+struct store_user {
+    const char *name;           /* at most STORE_USER_NAME_MAX bytes */
+    const char *password_hash;  /* from mlr_password_hash() */
+    const char *backend_roles;  /* JSON array text of strings; NULL = [] */
+    const char *roles;          /* JSON array text of strings; NULL = [] */
+};
+
+/**
+ * Adds user @u (MLR_EEXIST when the name is taken, unless @replace). Bumps the users version.
+ * Loop thread; @cb (may be NULL) after commit.
+ */
+int store_user_put(struct store *s, const struct store_user *u, int replace, store_done_cb cb,
+                   void *data);
+
+/** Deletes user @name (MLR_ENOTFOUND when absent). Bumps the users version. */
+int store_user_delete(struct store *s, const char *name, store_done_cb cb, void *data);
+
+/**
+ * The users and their version: @users is {name: {"password_hash", "backend_roles": [...],
+ * "roles": [...], "created_time"}} (borrowed during the callback), or NULL when the version is
+ * still the one the caller knew.
+ */
+typedef void (*store_users_cb)(int status, struct json_object *users, int64_t version,
+                               void *data);
+
+/** Reads the users on the read pool unless their version is still @known_version (-1: always). */
+int store_users_read(struct store *s, int64_t known_version, store_users_cb cb, void *data);
+
+/** store_users_read() synchronously, for start-up (before the loop runs). *@users is owned by
+ * the caller. */
+int store_users_load(struct store *s, struct json_object **users, int64_t *version);
+/* Operations: online backup and integrity check (backup.c, check.c)                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * These run in their own short-lived process (`mlrelay backup`, `mlrelay check`), possibly while
+ * a server has the same database open. They open their own connections by path and need no
+ * struct store, no loop and no writer thread. Both are synchronous and block on the disk.
+ */
+
+/** Called after each backup step with the pages still to copy and the total (tests, progress). */
+typedef void (*store_backup_step_cb)(int64_t remaining, int64_t total, void *data);
+
+/** Tunables of store_backup(); zeroed fields take the defaults noted. */
+struct store_backup_options {
+    int pages_per_step;          /* pages copied per step; default 256 (1 MiB at 4 KiB pages) */
+    int pause_ms;                /* sleep between steps so a live server's I/O goes first;
+                                  * default 2; negative = no pause */
+    store_backup_step_cb on_step; /* NULL = none */
+    void *data;                  /* passed to on_step */
+};
+
+/** What store_backup() copied. */
+struct store_backup_info {
+    int64_t pages;               /* pages in the copy */
+    int64_t page_size;           /* bytes per page */
+    int steps;                   /* backup steps taken */
+    int schema_version;          /* PRAGMA user_version of the copy */
+};
+
+/**
+ * Copies the database at @src_path into a new file at @dest_path with SQLite's online backup
+ * API, safe while a server writes to @src_path. The copy is one consistent snapshot: everything
+ * committed before the call started is in it, nothing committed later is. The source is read in
+ * chunks of opts->pages_per_step pages inside one read transaction (in WAL mode a reader never
+ * blocks the writer; the WAL only grows until the backup ends), with opts->pause_ms between
+ * chunks. The copy is written to "@dest_path.tmp" (mode 0600), fsynced, renamed over
+ * @dest_path and the directory fsynced, so @dest_path is either the old file or the whole new
+ * copy. @opts may be NULL.
+ *
+ * Returns MLR_OK and fills *@out (may be NULL); or MLR_ENOTFOUND (no database at @src_path;
+ * nothing is created), MLR_EINVAL (@dest_path is a directory or the source itself),
+ * MLR_ECORRUPT (the source is not a database), MLR_EIO/MLR_ENOSPC/MLR_EPERM (file system),
+ * MLR_EBUSY (the source stayed locked), each with a one-line message in @err. On failure the
+ * temporary file is removed and @dest_path is untouched. Any thread; blocks on the disk.
+ */
+int store_backup(const char *src_path, const char *dest_path,
+                 const struct store_backup_options *opts, struct store_backup_info *out,
+                 char *err, size_t errlen);
+
+#define STORE_CHECK_STATES 16
+/** One state and how many rows are in it. */
+struct store_state_count {
+    char state[32];              /* "DEPLOYED", "COMPLETED", ... */
+    int64_t count;               /* rows in that state */
+};
+
+/** What store_check() found. */
+struct store_check_report {
+    int integrity_ok;            /* PRAGMA integrity_check said "ok" */
+    char integrity[1024];        /* "ok", or its first messages joined with "; " */
+    int schema_version;          /* PRAGMA user_version */
+    int schema_max;              /* the newest version this binary knows */
+    int counted;                 /* the counts below were read (integrity ok, schema known) */
+    int64_t model_groups;        /* rows */
+    int64_t connectors;
+    int64_t models;
+    int64_t tasks;
+    struct store_state_count model_states[STORE_CHECK_STATES]; /* by model_state, sorted */
+    int nmodel_states;           /* used entries; states beyond the array are summed into
+                                  * the last one as "(other)" */
+    struct store_state_count task_states[STORE_CHECK_STATES];  /* by state, sorted */
+    int ntask_states;
+    int64_t models_deployed;     /* models stored DEPLOYED: redeployed at the next start */
+};
+
+/**
+ * Opens the database at @path read-only (never creating it, never migrating it) and, inside one
+ * read transaction, runs PRAGMA integrity_check and, when that passes and the schema version is
+ * one this binary knows, counts model groups, connectors, models and tasks by state. Safe while
+ * a server writes to @path (it reads one snapshot). Cost: reads the whole file.
+ *
+ * Returns MLR_OK with *@out filled (whether or not the database is healthy: see integrity_ok,
+ * schema_version and counted); or MLR_ENOTFOUND (no file), MLR_ECORRUPT (not a database, or so
+ * damaged the check itself cannot run), MLR_EIO/MLR_EPERM/MLR_EBUSY, with a message in @err.
+ * Any thread; blocks on the disk.
+ */
+int store_check(const char *path, struct store_check_report *out, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Master key rotation (rekey.c)                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/**
+ * Re-seals one credential map: @sealed is the stored JSON text of owner @owner
+ * ("connector:<id>" or "model:<id>"); writes the replacement to *@out (heap). Runs on the writer
+ * thread. Returns MLR_OK or an error that aborts the whole rotation.
+ */
+typedef int (*store_rekey_fn)(const char *owner, const char *sealed, char **out, void *arg);
+
+/**
+ * Rewrites every stored credential map through @fn and stores @check as meta.master_key_check,
+ * all in one transaction. r->count: the maps rewritten. Loop thread; @cb after commit.
+ */
+int store_credentials_rekey(struct store *s, store_rekey_fn fn, void *arg, const char *check,
+                            store_write_cb cb, void *data);
+
+/** Reads meta value @key synchronously (start-up): MLR_OK with *@value (heap), or
+ * MLR_ENOTFOUND. */
+int store_meta_get(struct store *s, const char *key, char **value);
 
 #endif /* MLR_STORE_H */

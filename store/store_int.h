@@ -176,6 +176,10 @@ struct store__query {
 int store__search_compile(const struct store__index *ix, struct json_object *body,
                           struct store__query *out, char *err, size_t errlen);
 
+/** Narrows compiled query @q over @kind to what @acc may see (access.c); no-op for NULL. */
+void store__query_restrict(struct store__query *q, enum store_kind kind,
+                           const struct store_access *acc);
+
 /** Frees what @q owns and leaves it empty and reusable. Accepts a zeroed struct. */
 void store__query_cleanup(struct store__query *q);
 

@@ -388,6 +388,11 @@ int store_task_recover(struct store *s, int *reset)
         char *cred = NULL;
         rc = store__doc_load(c, STORE_TASK, ids[i], &doc, &cred, NULL);
         if (rc == MLR_OK) {
+            const char *model = str_member(doc, "model_id");
+            const char *kv[] = {"task_id", ids[i], "task_type", str_member(doc, "task_type"),
+                                "model_id", model};
+            mlr_log_kv(MLR_LOG_INFO, "store", "task left RUNNING by the last process is re-queued",
+                       kv, model ? 3 : 2);
             set_state(doc, "CREATED", now);
             rc = store__doc_write(c, STORE_TASK, ids[i], doc, NULL, NULL, NULL);
         }

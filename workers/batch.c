@@ -459,10 +459,12 @@ static struct json_object *unit_body(struct unit *u)
     int64_t first = u->run->first + u->off;
     if (!bj->text)
         return json_object_get(json_object_array_get_idx(bj->items, (size_t)first));
-    struct json_object *docs = json_object_new_array_ext(u->count), *body = json_object_new_object();
-    for (int k = 0; k < u->count; k++)
-        json_object_array_add(docs, json_object_get(json_object_array_get_idx(bj->items,
-                                                                              (size_t)(first + k))));
+    struct json_object *docs = json_object_new_array_ext(u->count);
+    struct json_object *body = json_object_new_object();
+    for (int k = 0; k < u->count; k++) {
+        struct json_object *doc = json_object_array_get_idx(bj->items, (size_t)(first + k));
+        json_object_array_add(docs, json_object_get(doc));
+    }
     json_object_object_add(body, "text_docs", docs); /* consumes docs */
     return body;
 }

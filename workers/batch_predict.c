@@ -432,6 +432,7 @@ void workers_batch_predict(struct workers *w, const char *model_id, struct json_
 
 struct batch_cancel {
     struct workers *w;
+    char task_id[STORE_ID_MAX + 1]; /* for the log */
     struct json_object *doc;    /* the task document */
     char *input;                /* its request parameters (JSON text) */
     workers_batch_cancel_cb cb;
@@ -464,8 +465,9 @@ static void on_cancel_answer(struct json_object *response, const struct workers_
     }
     char code[24];
     snprintf(code, sizeof(code), "%ld", status);
-    const char *kv[] = {"upstream_status", code, "error", e ? e->reason : ""};
-    mlr_log_kv(MLR_LOG_WARN, "batch", "batch job not cancelled", kv, 2);
+    const char *kv[] = {"task_id", c->task_id, "model_id", get_str(c->doc, "model_id"),
+                        "upstream_status", code, "error", e ? e->reason : ""};
+    mlr_log_kv(MLR_LOG_WARN, "batch", "batch job not cancelled", kv, 4);
     /* An upstream failure: 500 as in ML Commons. */
     fail(&err, 500, "exception", "Couldn't cancel the transform job. Please try again");
     cancel_end(c, 1, &err);
@@ -478,7 +480,9 @@ static void on_cancel_deployment(struct deployment *d, const char *why, void *da
     struct json_object *action = NULL;
     if (d == NULL) {
         fail(&e, 404, "status_exception", "Failed to retrieve the ML model for the given task ID");
-        mlr_log(MLR_LOG_WARN, "batch", "cancel: %s", why);
+        const char *kv[] = {"task_id", c->task_id, "model_id", get_str(c->doc, "model_id"),
+                            "error", why};
+        mlr_log_kv(MLR_LOG_WARN, "batch", "batch job not cancelled", kv, 3);
         cancel_end(c, 1, &e);
         return;
     }
@@ -522,6 +526,7 @@ void workers_batch_cancel(struct workers *w, const char *task_id, workers_batch_
 {
     struct batch_cancel *c = mlr_xcalloc(1, sizeof(*c));
     c->w = w;
+    snprintf(c->task_id, sizeof(c->task_id), "%s", task_id);
     c->cb = cb;
     c->data = data;
     if (store_doc_get(w->store, STORE_TASK, task_id, 1, on_cancel_task, c) != MLR_OK) {

@@ -362,9 +362,6 @@ static int check_client_config(struct json_object *cc, struct json_object **out,
     return MLR_OK;
 }
 
-static const char *const access_fields[] = {"backend_roles", "add_all_backend_roles", "access_mode",
-                                            NULL};
-
 /* Required scalar fields, protocol and credential (the first checks of reference §4.1). */
 static int check_basics(struct json_object *body, struct json_object *cred_keys,
                         struct json_object *doc, struct workers_error *e)
@@ -413,13 +410,7 @@ static int check_parts(struct json_object *body, struct json_object *cred_keys,
         rc = check_sigv4(get_str(doc, "protocol"), p, cred_keys, e);
     if (rc == MLR_OK)
         rc = check_urls(acts, p, s, e);
-    for (int i = 0; rc == MLR_OK && access_fields[i]; i++) {
-        if (get(body, access_fields[i]))
-            rc = fail(e, IAE, "You cannot specify connector access control parameters because "
-                              "the Security plugin or connector access control is disabled on "
-                              "your cluster.");
-    }
-    return rc;
+    return rc; /* access fields are the caller's (workers_connector_access_set/_update) */
 }
 
 int workers_connector_build(struct json_object *body, struct json_object *cred_keys,

@@ -304,10 +304,21 @@ static void runner_committed(struct queue_job *job, int status, void *data)
     struct workers *w = data;
     struct deployment *d = job->payload;
     job->payload = NULL;
-    const char *kv[] = {"task_id", job->id, "model_id", job->model_id, "state",
-                        queue_task_state_name(job->state)};
+    const char *kv[10] = {"task_id", job->id, "task_type", queue_task_type_name(job->type),
+                          "state", queue_task_state_name(job->state)};
+    size_t nkv = 3;
+    if (job->model_id[0]) {
+        kv[2 * nkv] = "model_id";
+        kv[2 * nkv + 1] = job->model_id;
+        nkv++;
+    }
+    if (job->error) { /* the same text the task document shows clients */
+        kv[2 * nkv] = "error";
+        kv[2 * nkv + 1] = job->error;
+        nkv++;
+    }
     mlr_log_kv(job->state == QUEUE_STATE_COMPLETED ? MLR_LOG_DEBUG : MLR_LOG_WARN, "workers",
-               "task finished", kv, 3);
+               "task finished", kv, nkv);
     if (status == MLR_OK && job->applied && !job->timed_out) {
         if (job->type == QUEUE_TASK_DEPLOY_MODEL && d) {
             install(w, d, mlr_now_ms());
@@ -342,9 +353,10 @@ const struct queue_runner workers__runner = {
 static void on_redeploy_failed_written(const struct store_write_result *r, void *data)
 {
     UNUSED(data);
-    if (r->status != MLR_OK)
-        mlr_log(MLR_LOG_ERROR, "workers", "cannot mark model %s DEPLOY_FAILED: %s", r->id,
-                mlr_strerror(r->status));
+    if (r->status != MLR_OK) {
+        const char *kv[] = {"model_id", r->id, "error", mlr_strerror(r->status)};
+        mlr_log_kv(MLR_LOG_ERROR, "workers", "cannot mark the model DEPLOY_FAILED", kv, 2);
+    }
 }
 
 static int mark_failed(struct json_object *doc, char **credential, void *arg, char *err,
@@ -426,8 +438,10 @@ static void on_reload_committed(const struct store_write_result *res, void *data
 {
     struct reload *r = data;
     if (res->status != MLR_OK) {
-        mlr_log(MLR_LOG_ERROR, "workers", "cannot reload model %s: %s", res->id,
-                mlr_strerror(res->status));
+        const char *kv[] = {"model_id", res->id, "error", mlr_strerror(res->status), "task_id",
+                            res->task_id};
+        mlr_log_kv(MLR_LOG_ERROR, "workers", "cannot reload the model", kv,
+                   res->task_id && res->task_id[0] ? 3 : 2);
         reload_step(r);
         return;
     }

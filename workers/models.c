@@ -57,33 +57,24 @@ int workers_id_valid(const char *id)
     return 1;
 }
 
-static const char model_ac_msg[] =
-    "You cannot specify model access control parameters because the Security plugin or model "
-    "access control is disabled on your cluster.";
-
-static int has_access_fields(struct json_object *body)
-{
-    return get(body, "access_mode") || get(body, "backend_roles") ||
-           get(body, "add_all_backend_roles");
-}
-
 /* ---------------------------------- model groups ---------------------------------- */
 
-int workers_group_build(struct json_object *body, int64_t now, struct json_object **out,
-                        struct workers_error *e)
+int workers_group_build(struct json_object *body, const struct workers_caller *who, int64_t now,
+                        struct json_object **out, struct workers_error *e)
 {
     const char *name = get_str(body, "name");
     if (name == NULL || *name == '\0')
         return fail(e, 400, IAE, "model group name must not be null");
-    if (has_access_fields(body))
-        return fail(e, 400, IAE, "%s", model_ac_msg);
     struct json_object *doc = json_object_new_object();
     json_object_object_add(doc, "name", json_object_new_string(name));
     json_object_object_add(doc, "latest_version", json_object_new_int(0));
     const char *desc = get_str(body, "description");
     if (desc)
         json_object_object_add(doc, "description", json_object_new_string(desc));
-    json_object_object_add(doc, "access", json_object_new_string("public"));
+    if (workers_group_access_set(body, who, doc, e) != MLR_OK) {
+        json_object_put(doc);
+        return MLR_EINVAL;
+    }
     json_object_object_add(doc, "created_time", json_object_new_int64(now));
     json_object_object_add(doc, "last_updated_time", json_object_new_int64(now));
     *out = doc;
@@ -95,8 +86,7 @@ int workers_group_patch(struct json_object *doc, char **credential, void *arg, c
 {
     struct workers_patch *p = arg;
     UNUSED(credential);
-    if (has_access_fields(p->body)) {
-        fail(&p->error, 400, IAE, "%s", model_ac_msg);
+    if (workers_group_access_update(p->body, p->who, doc, &p->error) != MLR_OK) {
         snprintf(err, errlen, "%s", p->error.reason);
         return MLR_EINVAL;
     }
@@ -223,6 +213,9 @@ static int model_connector(struct json_object *body, struct mlr_settings *s, int
     if (conn == NULL || !json_object_is_type(conn, json_type_object))
         return fail(e, 400, IAE, "You must provide connector content when creating a remote "
                                  "model without connector id!");
+    /* An inline connector is governed by its model's group, never by its own access fields. */
+    if (workers_access_fields_refuse(conn, 1, e) != MLR_OK)
+        return MLR_EINVAL;
     struct json_object *cred = workers_credential_strings(get(conn, "credential"));
     struct json_object *built = NULL;
     if (workers_connector_build(conn, cred, s, now, now, &built, e) != MLR_OK) {
@@ -241,7 +234,6 @@ static struct json_object *auto_group_doc(const char *name, const char *desc, in
     json_object_object_add(g, "latest_version", json_object_new_int(0));
     if (desc)
         json_object_object_add(g, "description", json_object_new_string(desc));
-    json_object_object_add(g, "access", json_object_new_string("public"));
     json_object_object_add(g, "created_time", json_object_new_int64(now));
     json_object_object_add(g, "last_updated_time", json_object_new_int64(now));
     return g;
@@ -280,8 +272,9 @@ static int check_model_ids(struct json_object *body, struct workers_model *m,
     return MLR_OK;
 }
 
-int workers_model_build(struct json_object *body, struct mlr_settings *s, int64_t now,
-                        struct workers_model *m, struct workers_error *e)
+int workers_model_build(struct json_object *body, const struct workers_caller *who,
+                        struct mlr_settings *s, int64_t now, struct workers_model *m,
+                        struct workers_error *e)
 {
     memset(m, 0, sizeof(*m));
     const char *name = get_str(body, "name"), *desc = get_str(body, "description");
@@ -293,9 +286,12 @@ int workers_model_build(struct json_object *body, struct mlr_settings *s, int64_
                     "\"plugins.ml_commons.remote_inference_enabled\" to true.");
     if (name == NULL || *name == '\0')
         return fail(e, 400, IAE, "model name is null");
-    if (has_access_fields(body))
-        return fail(e, 400, IAE, "%s", model_ac_msg);
     if (check_model_ids(body, m, e) != MLR_OK)
+        return MLR_EINVAL;
+    /* Access fields describe the group a register creates; with a given group (or with access
+     * control off) they are refused, as ML Commons does when it cannot apply them. */
+    if ((m->group_id || who == NULL || who->user == NULL || !who->model_ac) &&
+        workers_access_fields_refuse(body, 0, e) != MLR_OK)
         return MLR_EINVAL;
     m->doc = model_head(name, desc);
     if (apply_options(body, m->doc, e) != MLR_OK ||
@@ -311,8 +307,13 @@ int workers_model_build(struct json_object *body, struct mlr_settings *s, int64_
         json_object_object_add(m->doc, "interface", copy(v));
     if ((v = get(body, "guardrails")) && !json_object_is_type(v, json_type_null))
         json_object_object_add(m->doc, "guardrails", copy(v));
-    if (m->group_id == NULL)
+    if (m->group_id == NULL) {
         m->group_doc = auto_group_doc(name, desc, now);
+        if (workers_group_access_set(body, who, m->group_doc, e) != MLR_OK) {
+            workers_model_cleanup(m);
+            return MLR_EINVAL;
+        }
+    }
     return MLR_OK;
 }
 
@@ -338,8 +339,11 @@ static const char *const connector_replaced[] = {
  * (@new_cred: the caller's encrypted text, so only its keys matter here).
  */
 static int merge_connector(struct json_object *base, struct json_object *body,
-                           const char *old_cred, struct workers_patch *p, struct json_object **out)
+                           const char *old_cred, struct workers_patch *p, int standalone,
+                           struct json_object **out)
 {
+    if (!standalone && workers_access_fields_refuse(body, 1, &p->error) != MLR_OK)
+        return MLR_EINVAL;
     struct json_object *merged = copy(base);
     for (int i = 0; connector_replaced[i]; i++) {
         struct json_object *v = get(body, connector_replaced[i]);
@@ -363,6 +367,12 @@ static int merge_connector(struct json_object *base, struct json_object *body,
                                      out, &p->error);
     json_object_put(cred_keys);
     json_object_put(merged);
+    if (rc == MLR_OK && standalone &&
+        workers_connector_access_update(body, p->who, base, *out, &p->error) != MLR_OK) {
+        json_object_put(*out);
+        *out = NULL;
+        rc = MLR_EINVAL;
+    }
     return rc;
 }
 
@@ -390,7 +400,7 @@ int workers_connector_patch(struct json_object *doc, char **credential, void *ar
 {
     struct workers_patch *p = arg;
     struct json_object *built = NULL;
-    if (merge_connector(doc, p->body, *credential, p, &built) != MLR_OK)
+    if (merge_connector(doc, p->body, *credential, p, 1, &built) != MLR_OK)
         return refuse(p, err, errlen);
     replace_members(doc, built);
     json_object_put(built);
@@ -424,7 +434,7 @@ static int patch_model_connector(struct json_object *doc, char **credential,
         return fail(&p->error, 400, IAE, "Cannot update connector settings for this model. The "
                                          "model was created with a connector_id and does not have "
                                          "an inline connector.");
-    if (merge_connector(base, conn, *credential, p, &built) != MLR_OK)
+    if (merge_connector(base, conn, *credential, p, 0, &built) != MLR_OK)
         return MLR_EINVAL;
     json_object_object_add(doc, "connector", built); /* consumes built */
     if (p->credential) {

@@ -149,9 +149,12 @@ static void on_written(const struct store_write_result *r, void *data)
     struct write_ctx *wc = data;
     struct poll_job *j = wc->job;
     /* ECONFLICT: the task became final meanwhile; ENOTFOUND: it was deleted. Both are fine. */
-    if (r->status != MLR_OK && r->status != MLR_ECONFLICT && r->status != MLR_ENOTFOUND)
-        mlr_log(MLR_LOG_ERROR, "batch", "cannot update task %s: %s", j->id,
-                mlr_strerror(r->status));
+    if (r->status != MLR_OK && r->status != MLR_ECONFLICT && r->status != MLR_ENOTFOUND) {
+        const char *kv[] = {"task_id", j->id, "error", mlr_strerror(r->status), "model_id",
+                            j->model_id};
+        mlr_log_kv(MLR_LOG_ERROR, "batch", "cannot update the batch task", kv,
+                   j->model_id[0] ? 3 : 2);
+    }
     json_object_put(wc->pw.remote_job);
     free(wc->pw.error);
     free(wc);
@@ -193,8 +196,8 @@ static void poll_failed(struct poll_job *j, const char *reason)
     struct json_object *rj = remote_job_copy(j);
     int n = json_object_get_int(get(rj, "num_of_retries")) + 1;
     json_object_object_add(rj, "num_of_retries", json_object_new_int(n));
-    const char *kv[] = {"task_id", j->id, "error", reason};
-    mlr_log_kv(MLR_LOG_WARN, "batch", "batch job status call failed", kv, 2);
+    const char *kv[] = {"task_id", j->id, "error", reason, "model_id", j->model_id};
+    mlr_log_kv(MLR_LOG_WARN, "batch", "batch job status call failed", kv, j->model_id[0] ? 3 : 2);
     if (n > MAX_RETRIES)
         write_outcome(j, rj, "UNREACHABLE", mlr_xstrdup(reason));
     else

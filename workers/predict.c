@@ -716,6 +716,9 @@ static void on_autodeployed(const char *task_id, const char *state, void *data)
         autodeploy_done(a, NULL);
         return;
     }
+    const char *kv[] = {"task_id", a->task_id, "model_id", a->model_id, "state",
+                        state ? state : "no outcome (timed out or stopping)"};
+    mlr_log_kv(MLR_LOG_WARN, "workers", "auto-deploy before a predict failed", kv, 3);
     fail(&e, 500, "m_l_exception", "Failed to deploy model %s: %s", a->model_id,
          state ? "the deploy task failed (see the task's error)" : "timed out");
     autodeploy_done(a, &e);

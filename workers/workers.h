@@ -55,6 +55,27 @@ int workers_settings_apply(struct workers *w, struct json_object *persistent,
                            struct json_object *transient, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Callers (spec §8, reference §12.1)                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/** The authenticated caller of a request, or NULL everywhere when no users are configured. */
+struct workers_user {
+    const char *name;
+    const char *const *backend_roles; /* nbackend_roles strings */
+    int nbackend_roles;
+    const char *const *roles;         /* nroles strings */
+    int nroles;
+    int admin;                        /* holds role all_access */
+};
+
+/** Who writes, and which access control applies (with users only; reference §12). */
+struct workers_caller {
+    const struct workers_user *user; /* NULL: no users configured */
+    int model_ac;                    /* plugins.ml_commons.model_access_control_enabled */
+    int connector_ac;                /* plugins.ml_commons.connector_access_control_enabled */
+};
+
+/* ------------------------------------------------------------------------------------------ */
 /* Connectors: validation and the stored document (connector.c). Pure; any thread.             */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -71,6 +92,31 @@ int workers_error_set(struct workers_error *e, int status, const char *type, con
 /** va_list form of workers_error_set(). */
 int workers_error_vset(struct workers_error *e, int status, const char *type, const char *fmt,
                        va_list ap) __attribute__((format(printf, 4, 0)));
+
+/* The access fields of model groups and connectors (access.c). Pure; any thread. Each returns
+ * MLR_OK or MLR_EINVAL with @e (400, ML Commons' messages). */
+
+/** A new owner object for @u as ML Commons stores it (name, backend_roles, roles, ...). */
+struct json_object *workers_owner_new(const struct workers_user *u);
+/** Model group register: validates @body's access_mode/backend_roles/add_all_backend_roles for
+ * @who and writes access, backend_roles and owner into @doc (reference §3.1). */
+int workers_group_access_set(struct json_object *body, const struct workers_caller *who,
+                             struct json_object *doc, struct workers_error *e);
+/** Model group update: applies @body's access fields to stored @doc (reference §3.4). */
+int workers_group_access_update(struct json_object *body, const struct workers_caller *who,
+                                struct json_object *doc, struct workers_error *e);
+/** Connector create: as workers_group_access_set() with the connector rules (§12.3). */
+int workers_connector_access_set(struct json_object *body, const struct workers_caller *who,
+                                 struct json_object *doc, struct workers_error *e);
+/** Connector update: carries owner/access/backend_roles of stored @base into rebuilt @doc and
+ * applies @body's access fields. */
+int workers_connector_access_update(struct json_object *body, const struct workers_caller *who,
+                                    struct json_object *base, struct json_object *doc,
+                                    struct workers_error *e);
+/** Refuses any access field in @body with the "disabled" message of connectors (@connector) or
+ * model groups. */
+int workers_access_fields_refuse(struct json_object *body, int connector,
+                                 struct workers_error *e);
 
 /**
  * Converts a parameter value to its stored string form as ML Commons does: strings as-is,
@@ -118,8 +164,8 @@ int workers_id_valid(const char *id);
  * Validates a model-group register body and builds the stored document (name, latest_version 0,
  * description, access "public", times). Returns MLR_OK with *@out, or MLR_EINVAL with @e.
  */
-int workers_group_build(struct json_object *body, int64_t now, struct json_object **out,
-                        struct workers_error *e);
+int workers_group_build(struct json_object *body, const struct workers_caller *who, int64_t now,
+                        struct json_object **out, struct workers_error *e);
 
 /** What a model register body resolves to. Heap members are owned by the struct. */
 struct workers_model {
@@ -132,8 +178,9 @@ struct workers_model {
 };
 
 /** Validates a remote-model register body (reference §6.1). */
-int workers_model_build(struct json_object *body, struct mlr_settings *s, int64_t now,
-                        struct workers_model *out, struct workers_error *e);
+int workers_model_build(struct json_object *body, const struct workers_caller *who,
+                        struct mlr_settings *s, int64_t now, struct workers_model *out,
+                        struct workers_error *e);
 
 /** Releases what workers_model_build() allocated; accepts a zeroed struct. */
 void workers_model_cleanup(struct workers_model *m);
@@ -145,6 +192,7 @@ struct workers_patch {
     struct mlr_settings *settings;   /* a reference, released by the caller after the write */
     char *credential;                /* new encrypted credential map, or NULL to keep it */
     int64_t now;                     /* epoch ms for last_updated_time */
+    const struct workers_caller *who; /* the caller (request pool; outlives the write) */
     struct workers_error error;      /* filled when the patch refuses */
 };
 

@@ -172,6 +172,49 @@ static void errors_are_reported(void **state)
     }
 }
 
+static void tls_pair_and_precedence(void **state)
+{
+    UNUSED(state);
+    char *path = write_file("{\"tls.cert\": \"/file/cert.pem\", \"tls.key\": \"/file/key.pem\"}");
+    char cfgflag[128];
+    snprintf(cfgflag, sizeof(cfgflag), "--config=%s", path);
+    const char *env[] = {"MLRELAY_TLS_CERT=/env/cert.pem", "MLRELAY_TLS_KEY=/env/key.pem", NULL};
+    struct mlr_config cfg;
+    char err[512];
+    assert_int_equal(load(&cfg, NULL, err, 0), MLR_OK);
+    assert_null(cfg.tls_cert); /* plaintext by default */
+    assert_null(cfg.tls_key);
+    mlr_config_cleanup(&cfg);
+    assert_int_equal(load(&cfg, NULL, err, 1, cfgflag), MLR_OK);
+    assert_string_equal(cfg.tls_cert, "/file/cert.pem");
+    assert_string_equal(cfg.tls_key, "/file/key.pem");
+    mlr_config_cleanup(&cfg);
+    assert_int_equal(load(&cfg, env, err, 1, cfgflag), MLR_OK); /* env beats file */
+    assert_string_equal(cfg.tls_cert, "/env/cert.pem");
+    assert_string_equal(cfg.tls_key, "/env/key.pem");
+    mlr_config_cleanup(&cfg);
+    assert_int_equal(load(&cfg, env, err, 3, cfgflag, "--tls-cert", "/flag/cert.pem"), MLR_OK);
+    assert_string_equal(cfg.tls_cert, "/flag/cert.pem"); /* flag beats env */
+    assert_string_equal(cfg.tls_key, "/env/key.pem");
+    mlr_config_cleanup(&cfg);
+    /* Only one of the two, from any layer, is a configuration error. */
+    assert_int_equal(load(&cfg, NULL, err, 1, "--tls-cert=/a.pem"), MLR_EINVAL);
+    assert_non_null(strstr(err, "tls.cert and tls.key must be set together"));
+    assert_non_null(strstr(err, "tls.key is not"));
+    mlr_config_cleanup(&cfg);
+    const char *env_key_only[] = {"MLRELAY_TLS_KEY=/env/key.pem", NULL};
+    assert_int_equal(load(&cfg, env_key_only, err, 0), MLR_EINVAL);
+    assert_non_null(strstr(err, "tls.cert is not"));
+    mlr_config_cleanup(&cfg);
+    /* An empty flag unsets what the file set; the key alone is then an error. */
+    assert_int_equal(load(&cfg, NULL, err, 2, cfgflag, "--tls-cert="), MLR_EINVAL);
+    mlr_config_cleanup(&cfg);
+    assert_int_equal(load(&cfg, NULL, err, 3, cfgflag, "--tls-cert=", "--tls-key="), MLR_OK);
+    assert_null(cfg.tls_cert);
+    mlr_config_cleanup(&cfg);
+    unlink(path);
+}
+
 static void help_and_version(void **state)
 {
     UNUSED(state);
@@ -197,6 +240,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(precedence_flag_env_file),
         cmocka_unit_test(cluster_keys_go_to_the_cluster_layer),
         cmocka_unit_test(errors_are_reported),
+        cmocka_unit_test(tls_pair_and_precedence),
         cmocka_unit_test(help_and_version),
     };
     if (argc > 1)

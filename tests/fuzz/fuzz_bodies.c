@@ -7,7 +7,9 @@
  *
  * Input: one selector byte, then the body. The selector's low bits pick the validator; bit 3
  * picks the settings snapshot the validators see (defaults, or one that trusts every endpoint
- * and private addresses, so connector URLs get past the allow-list and deeper checks run).
+ * and private addresses, so connector URLs get past the allow-list and deeper checks run); bit 4
+ * picks the caller (no users configured, or a non-admin user under model and connector access
+ * control, so the access-field rules run).
  * Oracle: the sanitizers, plus the validators' contracts: on success an output exists, on
  * refusal the error carries a 4xx status and a reason.
  */
@@ -38,6 +40,12 @@ static void init_settings(void)
     json_object_put(p);
 }
 
+static const char *const roles[] = {"r1", "r2"};
+static const struct workers_user user = {.name = "alice", .backend_roles = roles,
+                                         .nbackend_roles = 2};
+static const struct workers_caller nobody = {0};
+static const struct workers_caller alice = {.user = &user, .model_ac = 1, .connector_ac = 1};
+
 static void check_refusal(int rc, const struct workers_error *e)
 {
     if (rc == MLR_OK)
@@ -63,12 +71,13 @@ static void connector(struct json_object *body, struct mlr_settings *s)
     json_object_put(keys);
 }
 
-static void model(struct json_object *body, struct mlr_settings *s)
+static void model(struct json_object *body, const struct workers_caller *who,
+                  struct mlr_settings *s)
 {
     struct workers_error e;
     struct workers_model m;
     memset(&m, 0, sizeof(m));
-    int rc = workers_model_build(body, s, 1, &m, &e);
+    int rc = workers_model_build(body, who, s, 1, &m, &e);
     check_refusal(rc, &e);
     if (rc == MLR_OK && m.doc == NULL)
         abort();
@@ -77,11 +86,11 @@ static void model(struct json_object *body, struct mlr_settings *s)
     workers_model_cleanup(&m);
 }
 
-static void group(struct json_object *body)
+static void group(struct json_object *body, const struct workers_caller *who)
 {
     struct workers_error e;
     struct json_object *doc = NULL;
-    int rc = workers_group_build(body, 1, &doc, &e);
+    int rc = workers_group_build(body, who, 1, &doc, &e);
     check_refusal(rc, &e);
     json_object_put(doc);
 }
@@ -139,15 +148,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     struct mlr_settings *s = (sel & 8) ? settings_open : settings_default;
+    const struct workers_caller *who = (sel & 16) ? &alice : &nobody;
     switch (sel % 5) {
     case 0:
         connector(body, s);
         break;
     case 1:
-        model(body, s);
+        model(body, who, s);
         break;
     case 2:
-        group(body);
+        group(body, who);
         break;
     case 3:
         settings(body);

@@ -160,7 +160,7 @@ static void stub_model(struct api_req *req)
     struct workers_error e;
     struct workers_model m;
     memset(&m, 0, sizeof(m));
-    int rc = workers_model_build(req->json, settings, 1, &m, &e);
+    int rc = workers_model_build(req->json, api_req_caller(req), settings, 1, &m, &e);
     workers_model_cleanup(&m);
     send_validation(req, rc, &e);
 }
@@ -169,7 +169,7 @@ static void stub_group(struct api_req *req)
 {
     struct workers_error e;
     struct json_object *doc = NULL;
-    int rc = workers_group_build(req->json, 1, &doc, &e);
+    int rc = workers_group_build(req->json, api_req_caller(req), 1, &doc, &e);
     json_object_put(doc);
     send_validation(req, rc, &e);
 }
