@@ -59,8 +59,10 @@ struct api_header {
 struct api_req {
     struct mlr_pool pool;             /* everything below that is allocated lives here */
     struct api_conn *conn;            /* NULL once the client went away */
-    struct api_server *srv;
-    const struct api_context *ctx;
+    struct api_server *srv;           /* may be freed before a detached request is answered */
+    const struct api_context *ctx;    /* &ctx_copy */
+    struct api_context ctx_copy;      /* the server's context: valid after the server is freed */
+    const struct mlr_config *cfg;     /* node config (owned by main(), outlives the server) */
     enum http_method method;
     int head;                         /* HEAD: send headers only */
     int keep_alive;                   /* connection stays open after the response */
@@ -180,7 +182,7 @@ void api_dispatch(struct api_req *req);
  * connection level (429, 408, 431, 400); @client is then the connection's address.
  * @client_gone: the client left before the answer, which was therefore not sent.
  */
-void api__access_log(const struct api_server *srv, const struct api_req *req, const char *client,
+void api__access_log(const struct mlr_config *cfg, const struct api_req *req, const char *client,
                      int status, size_t bytes, int client_gone);
 
 /* ---------------------------------- TLS (tls.c) ---------------------------------- */

@@ -224,7 +224,7 @@ static void conn_error(struct api_conn *c, int status, const char *type, const c
     api_render(root, 0, &body);
     json_object_put(root);
     build_head(&head, status, body.len, 0, NULL);
-    api__access_log(c->srv, c->dispatched ? NULL : c->req, c->peer, status, body.len, 0);
+    api__access_log(cfg_of(c), c->dispatched ? NULL : c->req, c->peer, status, body.len, 0);
     uv_timer_stop(&c->timer);
     c->close_after_write = 1;
     c->linger = 1;
@@ -242,7 +242,8 @@ void api__conn_respond(struct api_req *req, int status, const char *extra_header
     assert(!req->responded);
     req->responded = 1;
     if (c == NULL || c->closing) {
-        api__access_log(req->srv, req, req->client, status, 0, 1);
+        /* The server may be gone (a forced stop): only what the request holds is read. */
+        api__access_log(req->cfg, req, req->client, status, 0, 1);
         req_free(req); /* the client is gone; nobody to answer */
         return;
     }
@@ -254,7 +255,7 @@ void api__conn_respond(struct api_req *req, int status, const char *extra_header
     build_head(&head, status, body->len, keep_alive, extra_headers);
     if (req->head)
         mlr_buf_reset(body);
-    api__access_log(c->srv, req, req->client, status, body->len, 0);
+    api__access_log(cfg_of(c), req, req->client, status, body->len, 0);
     c->req = NULL;
     c->dispatched = 0;
     req_free(req);
@@ -294,7 +295,9 @@ static int on_message_begin(http_parser *p)
     mlr_buf_init(&req->body, 0);
     req->conn = c;
     req->srv = c->srv;
-    req->ctx = api__server_context(c->srv);
+    req->ctx_copy = *api__server_context(c->srv);
+    req->ctx = &req->ctx_copy;
+    req->cfg = cfg_of(c);
     req->start_ms = mlr_mono_ms();
     req->start_ns = uv_hrtime();
     memcpy(req->client, c->peer, sizeof(req->client));
