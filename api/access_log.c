@@ -16,10 +16,10 @@
 
 #include <stdio.h>
 
-void api__access_log(const struct api_server *srv, const struct api_req *req, const char *client,
+void api__access_log(const struct mlr_config *cfg, const struct api_req *req, const char *client,
                      int status, size_t bytes, int client_gone)
 {
-    if (!api__server_config(srv)->access_log || !mlr_log_enabled(MLR_LOG_INFO))
+    if (!cfg->access_log || !mlr_log_enabled(MLR_LOG_INFO))
         return;
     int parsed = req != NULL && req->path != NULL;
     char st[16], len[32], dur[32];

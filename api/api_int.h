@@ -59,8 +59,10 @@ struct api_header {
 struct api_req {
     struct mlr_pool pool;             /* everything below that is allocated lives here */
     struct api_conn *conn;            /* NULL once the client went away */
-    struct api_server *srv;
-    const struct api_context *ctx;
+    struct api_server *srv;           /* may be freed before a detached request is answered */
+    const struct api_context *ctx;    /* &ctx_copy */
+    struct api_context ctx_copy;      /* the server's context: valid after the server is freed */
+    const struct mlr_config *cfg;     /* node config (owned by main(), outlives the server) */
     enum http_method method;
     int head;                         /* HEAD: send headers only */
     int keep_alive;                   /* connection stays open after the response */
@@ -180,7 +182,7 @@ void api_dispatch(struct api_req *req);
  * connection level (429, 408, 431, 400); @client is then the connection's address.
  * @client_gone: the client left before the answer, which was therefore not sent.
  */
-void api__access_log(const struct api_server *srv, const struct api_req *req, const char *client,
+void api__access_log(const struct mlr_config *cfg, const struct api_req *req, const char *client,
                      int status, size_t bytes, int client_gone);
 
 /* ---------------------------------- TLS (tls.c) ---------------------------------- */
@@ -336,6 +338,14 @@ void api__conn_close(struct api_conn *c);
 void api__conn_stop(struct api_conn *c);
 /* conn.c tells server.c that a connection is gone (its handles are closed). */
 void api__server_conn_gone(struct api_server *srv, struct api_conn *c);
+/*
+ * Test seam: a server without a listener, so connections made with api__conn_new() can be fed
+ * bytes with no socket (tests/fuzz/fuzz_http.c). @cfg is borrowed, @ctx copied. Freed with
+ * api__server_free_detached() once its connections are gone.
+ */
+struct api_server *api__server_new_detached(uv_loop_t *loop, const struct mlr_config *cfg,
+                                            const struct api_context *ctx);
+void api__server_free_detached(struct api_server *srv);
 
 /**
  * Sends OpenSearch's write response ({"_index","_id","_version","result","_shards",

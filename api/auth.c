@@ -62,6 +62,7 @@ struct api_auth {
     uv_timer_t poll;
     int polling;               /* a users read is in flight */
     int closing;
+    int poll_closed;           /* the timer is closed: free once no users read is in flight */
     int64_t version;           /* users version held */
     struct json_object *users; /* {name: {password_hash, backend_roles, roles}} */
     struct json_object *cache; /* name -> hex HMAC of the password that last verified */
@@ -88,10 +89,16 @@ static void install_users(struct api_auth *a, struct json_object *users, int64_t
             json_object_object_length(users) ? ": HTTP Basic authentication required" : "");
 }
 
+static void auth_free(struct api_auth *a);
+
 static void on_users_read(int status, struct json_object *users, int64_t version, void *data)
 {
     struct api_auth *a = data;
     a->polling = 0;
+    if (a->poll_closed) { /* closed while this read was in flight: it was waiting for us */
+        auth_free(a);
+        return;
+    }
     if (status != MLR_OK && status != MLR_ECLOSED)
         mlr_log(MLR_LOG_WARN, "auth", "cannot read the users: %s", mlr_strerror(status));
     if (status == MLR_OK && users && !a->closing)
@@ -141,15 +148,22 @@ int api_auth_open(uv_loop_t *loop, struct store *s, struct api_auth **out, char 
     return MLR_OK;
 }
 
-static void on_poll_closed(uv_handle_t *h)
+static void auth_free(struct api_auth *a)
 {
-    struct api_auth *a = container_of((uv_timer_t *)h, struct api_auth, poll);
     json_object_put(a->users);
     json_object_put(a->cache);
     OPENSSL_cleanse(a->key, sizeof(a->key));
     EVP_MD_CTX_free(a->keyed);
     EVP_MD_CTX_free(a->scratch);
     free(a);
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    struct api_auth *a = container_of((uv_timer_t *)h, struct api_auth, poll);
+    a->poll_closed = 1;
+    if (!a->polling)
+        auth_free(a); /* else on_users_read() frees it when the read in flight returns */
 }
 
 void api_auth_close(struct api_auth *a)

@@ -226,7 +226,7 @@ static void conn_error(struct api_conn *c, int status, const char *type, const c
     api_render(root, 0, &body);
     json_object_put(root);
     build_head(&head, status, JSON_TYPE, body.len, 0, NULL);
-    api__access_log(c->srv, c->dispatched ? NULL : c->req, c->peer, status, body.len, 0);
+    api__access_log(cfg_of(c), c->dispatched ? NULL : c->req, c->peer, status, body.len, 0);
     /* A request whose headers never completed has no method yet (on_headers_complete sets it;
      * it is a GET until then only because the struct was zeroed). */
     int method = c->req && c->req->path ? (int)c->req->method : -1;
@@ -260,7 +260,8 @@ void api__conn_respond_typed(struct api_req *req, int status, const char *conten
         api__http_stats_record(api__server_http_stats(c->srv), req->route, (int)req->method,
                                status, req->start_ns);
     if (c == NULL || c->closing) {
-        api__access_log(req->srv, req, req->client, status, 0, 1);
+        /* The server may be gone (a forced stop): only what the request holds is read. */
+        api__access_log(req->cfg, req, req->client, status, 0, 1);
         req_free(req); /* the client is gone; nobody to answer */
         return;
     }
@@ -272,7 +273,7 @@ void api__conn_respond_typed(struct api_req *req, int status, const char *conten
     build_head(&head, status, content_type, body->len, keep_alive, extra_headers);
     if (req->head)
         mlr_buf_reset(body);
-    api__access_log(c->srv, req, req->client, status, body->len, 0);
+    api__access_log(cfg_of(c), req, req->client, status, body->len, 0);
     c->req = NULL;
     c->dispatched = 0;
     req_free(req);
@@ -312,7 +313,9 @@ static int on_message_begin(http_parser *p)
     mlr_buf_init(&req->body, 0);
     req->conn = c;
     req->srv = c->srv;
-    req->ctx = api__server_context(c->srv);
+    req->ctx_copy = *api__server_context(c->srv);
+    req->ctx = &req->ctx_copy;
+    req->cfg = cfg_of(c);
     req->start_ms = mlr_mono_ms();
     req->start_ns = uv_hrtime();
     memcpy(req->client, c->peer, sizeof(req->client));

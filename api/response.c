@@ -101,7 +101,7 @@ int api_status_from_err(int err)
         {MLR_OK, 200},          {MLR_EINVAL, 400},   {MLR_ENOTFOUND, 404},
         {MLR_EEXIST, 409},      {MLR_ECONFLICT, 409}, {MLR_EPERM, 403},
         {MLR_ETOOBIG, 413},     {MLR_EBUSY, 429},    {MLR_EAGAIN, 429},
-        {MLR_ETIMEDOUT, 500},   {MLR_ENOSPC, 500},   {MLR_EIO, 500},
+        {MLR_ETIMEDOUT, 500},   {MLR_ENOSPC, 507},   {MLR_EIO, 500},
         {MLR_ECLOSED, 500},     {MLR_ENOMEM, 500},   {MLR_ECORRUPT, 500},
         {MLR_ETOONEW, 500},     {MLR_EINTERNAL, 500},
     };
@@ -128,6 +128,7 @@ const char *api_status_text(int status)
         {429, "Too Many Requests"}, {431, "Request Header Fields Too Large"},
         {500, "Internal Server Error"}, {502, "Bad Gateway"},
         {503, "Service Unavailable"}, {504, "Gateway Timeout"},
+        {507, "Insufficient Storage"},
     };
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
         if (map[i].status == status)

@@ -11,6 +11,7 @@
  */
 #include "api_int.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,4 +284,23 @@ void api_server_stop(struct api_server *srv, api_server_stop_cb cb, void *data)
         return;
     }
     uv_timer_start(&srv->stop_timer, on_stop_deadline, (uint64_t)srv->cfg->shutdown_timeout_ms, 0);
+}
+
+struct api_server *api__server_new_detached(uv_loop_t *loop, const struct mlr_config *cfg,
+                                            const struct api_context *ctx)
+{
+    struct api_server *srv = mlr_xcalloc(1, sizeof(*srv));
+    srv->loop = loop;
+    srv->cfg = cfg;
+    srv->ctx = *ctx;
+    srv->http_stats = api__http_stats_new();
+    return srv;
+}
+
+void api__server_free_detached(struct api_server *srv)
+{
+    assert(srv == NULL || srv->conns == NULL);
+    if (srv)
+        api__http_stats_free(srv->http_stats);
+    free(srv);
 }

@@ -541,4 +541,36 @@ int64_t mlr_process_rss_bytes(void);
 /** Open file descriptors of this process (/proc/self/fd), or -1. */
 int64_t mlr_process_open_fds(void);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Fault injection (fault.c; STYLE rule 29)                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Places where a fault can be injected. */
+enum mlr_fault_point {
+    MLR_FAULT_DISK_WRITE = 0, /* a database write or truncate (store's SQLite VFS shim) */
+    MLR_FAULT_DISK_SYNC,      /* a database fsync */
+};
+
+/** A fault seam: returns MLR_OK to let @point proceed, or the mlr_err it fails with. */
+typedef int (*mlr_fault_fn)(enum mlr_fault_point point, void *data);
+
+/** Installs @fn with @data (NULL = no faults). For tests; call before the threads that check
+ * start, or accept that a check racing the swap sees either seam. Thread-safe. */
+void mlr_fault_set(mlr_fault_fn fn, void *data);
+
+/** MLR_OK, or the error the installed seam injects at @point. One atomic load when none is
+ * installed. Thread-safe. */
+int mlr_fault_check(enum mlr_fault_point point);
+
+/**
+ * Test builds only (-DMLR_FAULT_INJECTION=ON): when the environment names MLRELAY_FAULT_FILE,
+ * installs a seam that fails every disk write while that file exists (its first word: "enospc",
+ * the default, or "eio", which fails syncs too) and returns 1. Otherwise, and always in other
+ * builds, does nothing and returns 0.
+ */
+int mlr_fault_env_install(void);
+
+/** 1 when this build has the fault-injection seams compiled in (test builds). */
+int mlr_fault_enabled(void);
+
 #endif /* MLR_COMMON_H */

@@ -61,6 +61,7 @@ struct queue {
 
 static void kick(struct queue *q);
 static void flush(struct queue *q);
+static void requeue_ready(struct queue *q, struct queue_job *jobs);
 
 static void limits(struct queue *q, int64_t *timeout, int64_t *retention)
 {
@@ -305,6 +306,17 @@ static void on_finished(int status, const int *applied, int n, void *data)
     int i = 0;
     struct queue *q = b->q;
     q->finishing = 0;
+    if (status != MLR_OK && status != MLR_ECLOSED && !q->closing) {
+        /* The disk refused (full, I/O error). Dropping the outcomes would leave the tasks
+         * RUNNING until their lease ends (the task timeout, 10 minutes by default): keep them
+         * in flight and write them again at the next tick, and so on until the disk is back.
+         * One line per attempt, not per task: an outage would otherwise flood the log. */
+        mlr_log(MLR_LOG_ERROR, "queue", "cannot record task results, retrying: %s",
+                mlr_strerror(status));
+        requeue_ready(q, b->jobs);
+        free(b);
+        return;
+    }
     for (struct queue_job *j = b->jobs, *next; j; j = next) {
         next = j->_next;
         if (status != MLR_OK) { /* one line per task, so each can be found by its id */
@@ -340,6 +352,17 @@ static void fill_result(struct store_task_result *r, const struct queue_job *j)
     r->model_state = j->model_state;
     r->model_fields = j->model_fields;
     r->only_if_state = j->only_if_state;
+}
+
+/* Puts the jobs of a finish that could not be written back in front of the ready list. */
+static void requeue_ready(struct queue *q, struct queue_job *jobs)
+{
+    while (jobs) {
+        struct queue_job *j = jobs;
+        jobs = j->_next;
+        j->_next = q->ready;
+        q->ready = j;
+    }
 }
 
 /* Writes the outcome of every ready job in one store op. */
@@ -425,6 +448,7 @@ static void on_tick(uv_timer_t *t)
     limits(q, &timeout, &retention);
     check_timeouts(q, now, timeout);
     expire_waiters(q, now);
+    flush(q); /* outcomes a failed write left behind */
     if (now >= q->next_purge) {
         q->next_purge = now + PURGE_EVERY_MS;
         store_task_purge(q->store, mlr_now_ms() - retention, PURGE_BATCH, on_purged, q);
@@ -502,5 +526,6 @@ void queue_close(struct queue *q, queue_closed_cb cb, void *data)
     q->closed_cb = cb;
     q->closed_data = data;
     answer_waiters(q, NULL, NULL);
+    flush(q); /* outcomes waiting for a retry get one last write (else re-run at next start) */
     uv_close((uv_handle_t *)&q->timer, on_timer_closed);
 }

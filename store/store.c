@@ -145,7 +145,7 @@ static int conn_open(struct store__conn *c, const char *path, int flags, int bus
                                        "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;"
                                        "PRAGMA cache_size=-%d;", cache_kib);
     memset(c, 0, sizeof(*c));
-    int rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, store__vfs_name());
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(c->db, busy_ms);
     if (rc == SQLITE_OK)
@@ -220,43 +220,75 @@ static int seq_save(struct store__conn *c)
     return rc;
 }
 
-/* Runs one batch in one transaction. Every op leaves with its final status. */
+/*
+ * Whether the writer is still inside the batch's transaction. After some errors (SQLITE_FULL,
+ * SQLITE_IOERR, SQLITE_NOMEM, ...) SQLite rolls the whole transaction back by itself; the ops
+ * that ran before are then gone too, and a following "SAVEPOINT op" would open a new transaction
+ * that its RELEASE commits on its own.
+ */
+static int in_transaction(struct store__conn *c)
+{
+    return !sqlite3_get_autocommit(c->db);
+}
+
+/*
+ * Runs @op under its own savepoint. Returns MLR_OK when the batch can go on (the op succeeded,
+ * or failed and was rolled back alone), or the error that dooms the whole batch: the savepoint
+ * statements failed, or the transaction is gone.
+ */
+static int run_op(struct store__conn *c, struct store__op *op)
+{
+    int rc = run_cached(c, sql_savepoint);
+    if (rc != MLR_OK) {
+        op->status = rc;
+        return rc;
+    }
+    op->status = op->run(c, op);
+    if (op->status != MLR_OK && in_transaction(c))
+        rc = run_cached(c, sql_rollback_to);
+    if (rc == MLR_OK && in_transaction(c))
+        rc = run_cached(c, sql_release);
+    if (rc == MLR_OK && !in_transaction(c))
+        rc = op->status != MLR_OK ? op->status : MLR_EIO;
+    return rc;
+}
+
+/*
+ * Runs one batch in one transaction. Every op leaves with its final status: its own error, or,
+ * when the transaction as a whole fails (BEGIN, a savepoint, the transaction rolled back under
+ * us, COMMIT), that error for every op, so nothing reported as failed is on disk and nothing
+ * reported as done is missing.
+ */
 static void run_batch(struct store *s, struct store__op *batch)
 {
     uint64_t t0 = uv_hrtime();
-    int rc = exec(&s->writer, "BEGIN IMMEDIATE");
+    struct store__conn *c = &s->writer;
+    for (struct store__op *op = batch; op; op = op->next)
+        op->status = MLR_OK;
+    int rc = exec(c, "BEGIN IMMEDIATE");
     if (rc == MLR_OK)
-        rc = seq_load(&s->writer);
-    for (struct store__op *op = batch; op; op = op->next) {
-        if (rc != MLR_OK) {
-            op->status = rc;
-            continue;
-        }
-        run_cached(&s->writer, sql_savepoint);
-        op->status = op->run(&s->writer, op);
-        if (op->status != MLR_OK)
-            run_cached(&s->writer, sql_rollback_to);
-        run_cached(&s->writer, sql_release);
-    }
+        rc = seq_load(c);
+    for (struct store__op *op = batch; op && rc == MLR_OK; op = op->next)
+        rc = run_op(c, op);
     if (rc == MLR_OK)
-        rc = seq_save(&s->writer);
+        rc = seq_save(c);
+    if (rc == MLR_OK)
+        rc = exec(c, "COMMIT");
     if (rc != MLR_OK) {
-        mlr_log(MLR_LOG_ERROR, "store", "cannot begin transaction: %s",
-                sqlite3_errmsg(s->writer.db));
-        return;
+        mlr_log(MLR_LOG_ERROR, "store", "write transaction failed, %s: %s", mlr_strerror(rc),
+                sqlite3_errmsg(c->db));
+        if (in_transaction(c))
+            exec(c, "ROLLBACK");
+        c->seq_batched = 0;
     }
     uint64_t n = 0;
-    int crc = exec(&s->writer, "COMMIT");
-    if (crc != MLR_OK) {
-        mlr_log(MLR_LOG_ERROR, "store", "commit failed: %s", sqlite3_errmsg(s->writer.db));
-        exec(&s->writer, "ROLLBACK");
+    for (struct store__op *op = batch; op; op = op->next, n++) {
+        /* Ops that failed on their own keep their error; the others (done, or never run) share
+         * the transaction's. */
+        if (rc != MLR_OK && op->status == MLR_OK)
+            op->status = rc;
     }
-    for (struct store__op *op = batch; op; op = op->next) {
-        if (crc != MLR_OK && op->status == MLR_OK)
-            op->status = crc;
-        n++;
-    }
-    if (crc == MLR_OK) {
+    if (rc == MLR_OK) {
         atomic_fetch_add(&s->commits, 1);
         atomic_fetch_add(&s->writes, n);
         /* Only this thread writes these two: plain-cost updates, readable from the loop. */

@@ -27,6 +27,13 @@ extern const size_t store__migrations_count;
 int store__migrate(sqlite3 *db, const struct store__migration *list, size_t n, char *err,
                    size_t errlen);
 
+/*
+ * The VFS every store connection opens with: "mlr-fault" in test builds (vfs.c, a shim whose disk
+ * writes and syncs can be failed through mlr_fault_check(); it also arms the environment seam
+ * once), NULL (SQLite's default) otherwise. Thread-safe.
+ */
+const char *store__vfs_name(void);
+
 /* Translates a SQLite result code into the project's error space. */
 int store__err(int rc);
 

@@ -218,6 +218,10 @@ def test_refusals(h):
         assert r.status == 400, r
         expect_error(batch(s, mid, {"create_error": 400}), 404,
                      "Unable to create batch transform job")
+        # The log line is read by a pump thread: give it a moment on a slow (sanitizer) build.
+        deadline = time.time() + 5
+        while "upstream_status=400" not in s.log() and time.time() < deadline:
+            time.sleep(0.02)
         assert "upstream_status=400" in s.log(), s.log()
         r = s.post(ML + "/connectors/_create", {
             "name": "c", "version": 1, "protocol": "http", "parameters": {},

@@ -33,10 +33,22 @@ what mlrelay rendered and sent, and answers by path:
       GET  /v1/batches/<id>          -> in_progress `steps` times, then the outcome; after a
                                         cancel: cancelling once, then cancelled
       POST /v1/batches/<id>/cancel   -> {"status":"cancelling"}
+Hostile upstreams (issue 8):
+  /hang/<s>                reads the request, then answers nothing for <s> seconds
+  /reset                   reads the request, then resets the connection (RST, no response)
+  /huge/<mb>               200 application/json announcing and streaming <mb> MiB (until the
+                           client stops reading); /huge/<mb>/chunked streams it chunked
+  /drip/<ms>               200 with a 2 KiB JSON body sent one byte every <ms>
+  /invalid                 200 application/json that is not JSON
+  /ctype                   200 JSON body labelled text/html
+  /redirect/<code>         <code> with Location: http://169.254.169.254/latest/meta-data/
 Anything else is 404.
 """
 
 import json
+import socket
+import struct
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -234,9 +246,79 @@ class _Handler(BaseHTTPRequestHandler):
                 up.inflight -= 1
         self._send(200, rec)
 
+    # -- hostile routes (issue 8) ------------------------------------------------------------
+    def _r_hang(self, parts, body, rec, count):
+        time.sleep(float(parts[1]))
+        self.close_connection = True
+
+    def _r_reset(self, parts, body, rec, count):
+        self.wfile.flush()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True
+
+    def _r_huge(self, parts, body, rec, count):
+        total = int(parts[1]) << 20
+        chunked = len(parts) > 2 and parts[2] == "chunked"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(total))
+        self.end_headers()
+        block = b"[" + b"0," * 32767 + b"0"  # 64 KiB of a JSON-looking array that never closes
+        sent = 0
+        self.close_connection = True
+        try:
+            while sent < total:
+                data = block[:min(len(block), total - sent)]
+                if chunked:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                else:
+                    self.wfile.write(data)
+                sent += len(data)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client stopped reading, as it should
+        with self.server.upstream.lock:
+            self.server.upstream.huge_sent = sent
+
+    def _r_drip(self, parts, body, rec, count):
+        data = json.dumps({"drip": "x" * 2040}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(int(parts[1]) / 1000.0)
+        except OSError:
+            pass
+
+    def _r_invalid(self, parts, body, rec, count):
+        self._send(200, b'{"choices": [not json', ctype="application/json")
+
+    def _r_ctype(self, parts, body, rec, count):
+        self._send(200, {"ok": True}, ctype="text/html; charset=utf-8")
+
+    def _r_redirect(self, parts, body, rec, count):
+        self._send(int(parts[1]), {"message": "moved"},
+                   extra={"Location": "http://169.254.169.254/latest/meta-data/"})
+
 
 class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # many concurrent connects must not overflow the accept backlog
+
+    def handle_error(self, request, client_address):
+        # A client that vanishes mid-request (mlrelay killed with -9 by a test) is expected;
+        # anything else is printed as usual.
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            ThreadingHTTPServer.handle_error(self, request, client_address)
 
 
 class Upstream:
@@ -249,6 +331,7 @@ class Upstream:
         self.max_inflight = 0
         self.batches = {}
         self.batch_seq = 0
+        self.huge_sent = 0
         self.lock = threading.Lock()
         self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.daemon_threads = True

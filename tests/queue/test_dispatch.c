@@ -29,6 +29,7 @@ struct fixture {
     struct store *store;
     struct queue *queue;
     atomic_int runs;            /* run() calls */
+    atomic_int disk_full_on_run; /* run() makes the disk "full" (fault seam) */
     int sleep_ms;               /* run() sleeps this long */
     int fail_every;             /* run() fails every n-th task (0 = never) */
     int64_t timeout_ms;         /* reported by limits() */
@@ -36,10 +37,21 @@ struct fixture {
     int closed;
 };
 
+static atomic_int disk_full; /* read by the fault seam on the store's writer thread */
+
+static int disk_fault(enum mlr_fault_point point, void *data)
+{
+    UNUSED(point);
+    UNUSED(data);
+    return atomic_load(&disk_full) ? MLR_ENOSPC : MLR_OK;
+}
+
 static void fake_run(struct queue_job *job, void *data)
 {
     struct fixture *f = data;
     int n = atomic_fetch_add(&f->runs, 1) + 1;
+    if (atomic_load(&f->disk_full_on_run))
+        atomic_store(&disk_full, 1);
     if (f->sleep_ms)
         usleep((useconds_t)f->sleep_ms * 1000);
     if (f->fail_every && n % f->fail_every == 0) {
@@ -171,7 +183,7 @@ static void every_task_runs_once(void **state)
     open_queue(f, 4);
     enqueue(f, 200);
     queue_kick(f->queue);
-    run_until(f, "COMPLETED", 200, 10000);
+    run_until(f, "COMPLETED", 200, 30000); /* generous: sanitizer builds on a busy machine */
     assert_int_equal(atomic_load(&f->runs), 200);
     assert_int_equal(count_state(f, "RUNNING") + count_state(f, "CREATED"), 0);
     while (queue_inflight(f->queue) > 0)
@@ -301,6 +313,37 @@ static void waits_are_answered(void **state)
     assert_string_equal(missing.state, "(timeout)");
 }
 
+/* The disk fills up while tasks run: their outcomes cannot be written. They must not be dropped
+ * (the tasks would stay RUNNING until their lease ends, 10 minutes later) but written as soon
+ * as the disk has room again, without running the tasks a second time. */
+static void finish_refused_by_disk_is_retried(void **state)
+{
+    struct fixture *f = *state;
+    if (!mlr_fault_enabled())
+        skip();
+    mlr_fault_set(disk_fault, NULL);
+    atomic_store(&f->disk_full_on_run, 1);
+    open_queue(f, 4);
+    enqueue(f, 20);
+    queue_kick(f->queue);
+    int64_t deadline = mlr_mono_ms() + 5000;
+    while (atomic_load(&f->runs) < 1 && mlr_mono_ms() < deadline) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_true(atomic_load(&f->runs) >= 1); /* claimed before the disk filled up, then ran */
+    for (int i = 0; i < 300; i++) { /* several ticks of failing writes (and claims) */
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_int_equal(count_state(f, "COMPLETED"), 0);
+    atomic_store(&f->disk_full_on_run, 0);
+    atomic_store(&disk_full, 0); /* space is back */
+    run_until(f, "COMPLETED", 20, 3000);
+    assert_int_equal(atomic_load(&f->runs), 20);
+    mlr_fault_set(NULL, NULL);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +353,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(expired_lease_is_reclaimed, setup, teardown),
         cmocka_unit_test_setup_teardown(recovery_reruns_running_tasks, setup, teardown),
         cmocka_unit_test_setup_teardown(waits_are_answered, setup, teardown),
+        cmocka_unit_test_setup_teardown(finish_refused_by_disk_is_retried, setup, teardown),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);

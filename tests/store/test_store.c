@@ -335,6 +335,97 @@ static void group_commit_isolates_failures(void **state)
     assert_int_equal(count_rows(f->path, "key IN ('row0','row3','row6','row9')"), 0);
 }
 
+/*
+ * SQLite rolls a whole transaction back by itself after SQLITE_FULL or SQLITE_IOERR. An op that
+ * meets that must fail the batch: the ops before it were rolled back, and the ops after it must
+ * not run in autocommit mode (each "SAVEPOINT op" would open and "RELEASE op" commit its own
+ * transaction: written to disk, yet answered with an error). Simulated here by an op that rolls
+ * the transaction back itself and reports a full disk.
+ */
+static int rollback_run(struct store__conn *c, struct store__op *op)
+{
+    int rc = fail_run(c, op);
+    assert_int_equal(rc, MLR_OK);
+    assert_int_equal(sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    return MLR_ENOSPC;
+}
+
+static void submit_ops(struct store *s, int n, int *statuses, int rollback_at)
+{
+    for (int i = 0; i < n; i++) {
+        struct fail_op *fo = calloc(1, sizeof(*fo));
+        fo->op.run = i == rollback_at ? rollback_run : fail_run;
+        fo->op.done = fail_done;
+        fo->statuses = statuses;
+        fo->index = i;
+        statuses[i] = 1;
+        assert_int_equal(store__submit(s, &fo->op), MLR_OK);
+    }
+}
+
+static void group_commit_lost_transaction_fails_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct store_options o = {.max_batch = 64};
+    char err[256];
+    struct store *s = NULL;
+    /* Queue everything before the writer can take any of it: one batch. */
+    assert_int_equal(store_open(&f->loop, f->path, &o, &s, err, sizeof(err)), MLR_OK);
+    int statuses[10];
+    submit_ops(s, 10, statuses, 4);
+    store_close(s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    int batched = count_rows(f->path, "key LIKE 'row%'");
+    /* Batching is up to the writer; whatever shared op 4's batch failed with it, and no row
+     * of a failed op is on disk. */
+    int ok = 0;
+    for (int i = 0; i < 10; i++) {
+        assert_true(statuses[i] == MLR_OK || statuses[i] == MLR_ENOSPC);
+        ok += statuses[i] == MLR_OK;
+    }
+    assert_int_equal(statuses[4], MLR_ENOSPC);
+    assert_int_equal(batched, ok);
+}
+
+/* The disk fails (through the store's VFS shim): every write of the batch fails with it,
+ * nothing is half-written, and writes succeed again once the disk is back. */
+static int disk_fault(enum mlr_fault_point point, void *data)
+{
+    UNUSED(point);
+    return *(int *)data;
+}
+
+static void group_commit_disk_full_then_recovers(void **state)
+{
+    struct fixture *f = *state;
+    if (!mlr_fault_enabled())
+        skip();
+    struct store *s = open_store(f);
+    static int fault;
+    mlr_fault_set(disk_fault, &fault);
+    fault = MLR_ENOSPC;
+    int statuses[20];
+    submit_ops(s, 10, statuses, -1);
+    while (statuses[9] == 1)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(statuses[i], MLR_ENOSPC);
+    fault = MLR_EIO;
+    submit_ops(s, 10, statuses, -1);
+    while (statuses[9] == 1)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(statuses[i], MLR_EIO);
+    fault = MLR_OK; /* space is back: the same store writes again, no reopen */
+    submit_ops(s, 10, statuses, -1);
+    store_close(s);
+    mlr_fault_set(NULL, NULL);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(statuses[i], MLR_OK);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(count_rows(f->path, "key LIKE 'row%'"), 10);
+}
+
 static void close_drains_pending_writes(void **state)
 {
     struct fixture *f = *state;
@@ -443,6 +534,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(migrate_rejects_gaps, setup, teardown),
         cmocka_unit_test_setup_teardown(group_commit_batches_and_keeps_order, setup, teardown),
         cmocka_unit_test_setup_teardown(group_commit_isolates_failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(group_commit_lost_transaction_fails_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(group_commit_disk_full_then_recovers, setup, teardown),
         cmocka_unit_test_setup_teardown(close_drains_pending_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(settings_put_null_deletes, setup, teardown),
         cmocka_unit_test_setup_teardown(read_pool_sees_committed_writes, setup, teardown),
