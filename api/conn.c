@@ -270,7 +270,14 @@ void api__conn_respond_typed(struct api_req *req, int status, const char *conten
     int keep_alive = req->keep_alive && !c->stop_requested && !(c->eof && c->pending.len == 0);
     struct mlr_buf head;
     mlr_buf_init(&head, 0);
-    build_head(&head, status, content_type, body->len, keep_alive, extra_headers);
+    /* OpenSearch echoes X-Opaque-Id so clients can match answers to requests; http-parser has
+     * already refused CR and LF in header values, so it is copied as sent. */
+    const char *opaque = api_header(req, "x-opaque-id");
+    char *extra = opaque ? mlr_xasprintf("%sx-opaque-id: %s\r\n",
+                                         extra_headers ? extra_headers : "", opaque)
+                         : NULL;
+    build_head(&head, status, content_type, body->len, keep_alive, extra ? extra : extra_headers);
+    free(extra);
     if (req->head)
         mlr_buf_reset(body);
     api__access_log(cfg_of(c), req, req->client, status, body->len, 0);

@@ -115,6 +115,8 @@ def test_access_log_fields(h):
     s = h.server(args=["--log-format", "json"])
     r = s.get("/?pretty&token=supersecret-in-query", headers={"X-Opaque-Id": "ops-trace-42"})
     assert r.status == 200, r
+    assert r.headers["x-opaque-id"] == "ops-trace-42", r.headers  # echoed, as OpenSearch does
+    assert "x-opaque-id" not in s.get("/").headers
     line = wait_lines(s, lambda o: o.get("comp") == "access" and
                       o.get("opaque_id") == "ops-trace-42")[0]
     assert line["level"] == "info" and line["msg"] == "request", line
