@@ -78,6 +78,11 @@ struct api_auth {
 
 /* ---------------------------------- users ---------------------------------- */
 
+static void auth_free(struct api_auth *a);
+static void verify_free(struct verify *v);
+static int auth_maybe_free(struct api_auth *a);
+
+
 static void install_users(struct api_auth *a, struct json_object *users, int64_t version)
 {
     json_object_put(a->users);
@@ -89,14 +94,13 @@ static void install_users(struct api_auth *a, struct json_object *users, int64_t
             json_object_object_length(users) ? ": HTTP Basic authentication required" : "");
 }
 
-static void auth_free(struct api_auth *a);
 
 static void on_users_read(int status, struct json_object *users, int64_t version, void *data)
 {
     struct api_auth *a = data;
     a->polling = 0;
-    if (a->poll_closed) { /* closed while this read was in flight: it was waiting for us */
-        auth_free(a);
+    if (a->poll_closed) { /* closed while this read was in flight: it may have waited for us */
+        auth_maybe_free(a);
         return;
     }
     if (status != MLR_OK && status != MLR_ECLOSED)
@@ -148,6 +152,17 @@ int api_auth_open(uv_loop_t *loop, struct store *s, struct api_auth **out, char 
     return MLR_OK;
 }
 
+static void auth_free(struct api_auth *a);
+
+/* Frees @a once closed and nothing in flight still points at it. */
+static int auth_maybe_free(struct api_auth *a)
+{
+    if (!a->poll_closed || a->polling || a->verifying > 0)
+        return 0;
+    auth_free(a);
+    return 1;
+}
+
 static void auth_free(struct api_auth *a)
 {
     json_object_put(a->users);
@@ -162,15 +177,25 @@ static void on_poll_closed(uv_handle_t *h)
 {
     struct api_auth *a = container_of((uv_timer_t *)h, struct api_auth, poll);
     a->poll_closed = 1;
-    if (!a->polling)
-        auth_free(a); /* else on_users_read() frees it when the read in flight returns */
+    auth_maybe_free(a); /* else the users read or password check in flight frees it */
 }
 
 void api_auth_close(struct api_auth *a)
 {
     if (a == NULL)
         return;
-    a->closing = 1; /* requests are all answered by now (the server stopped first) */
+    /* The server stopped first, so only a forced stop leaves requests here: checks waiting
+     * for a turn are answered now, checks running answer when they return. */
+    a->closing = 1;
+    while (a->wait_head) {
+        struct verify *v = a->wait_head;
+        a->wait_head = v->next;
+        struct api_req *req = v->req;
+        verify_free(v);
+        api_send_error(req, 500, "exception", "the server is stopping");
+    }
+    a->wait_tail = NULL;
+    a->nwaiting = 0;
     uv_close((uv_handle_t *)&a->poll, on_poll_closed);
 }
 
@@ -287,6 +312,12 @@ static void verify_after(uv_work_t *w, int status)
     struct api_auth *a = v->auth;
     struct api_req *req = v->req;
     a->verifying--;
+    if (a->closing) { /* a forced stop: the answer no longer matters, only the memory does */
+        verify_free(v);
+        api_send_error(req, 500, "exception", "the server is stopping");
+        auth_maybe_free(a);
+        return;
+    }
     if (a->wait_head && !a->closing) { /* the next waiting check */
         struct verify *next = a->wait_head;
         a->wait_head = next->next;
