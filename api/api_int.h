@@ -82,6 +82,7 @@ struct api_req {
     int64_t start_ms;                 /* monotonic, first byte seen */
     uint64_t start_ns;                /* uv_hrtime() at the first byte: access-log duration */
     char client[48];                  /* the client's IP address (copied from the connection) */
+    int loopback;                     /* the client is on a loopback address */
     struct workers_user *user;        /* the authenticated caller; NULL without users */
     struct workers_caller caller;     /* api_req_caller(), filled on first use */
     int caller_ready;
@@ -323,6 +324,7 @@ struct api_conn {
     int stop_requested;           /* server is stopping: close after the current response */
     int reject;                   /* over the connection cap: answer 429 and close */
     char peer[48];                /* the client's IP address ("-" if unknown) */
+    int loopback;                 /* the client is on a loopback address */
     struct api_tls_conn *tls;     /* TLS session, NULL on a plaintext listener */
     int tls_up;                   /* the TLS handshake has completed */
     struct api_conn *prev, *next; /* the server's list of open connections */

@@ -326,6 +326,7 @@ static int on_message_begin(http_parser *p)
     req->start_ms = mlr_mono_ms();
     req->start_ns = uv_hrtime();
     memcpy(req->client, c->peer, sizeof(req->client));
+    req->loopback = c->loopback;
     c->req = req;
     c->header_bytes = 0;
     c->in_value = 0;

@@ -523,6 +523,8 @@ static void on_connector_checked(int status, void *data)
         api_send_errorf(req, 400, "illegal_argument_exception",
                         "You don't have permission to use the connector provided, connector id: %s",
                         body_str(req, "connector_id"));
+    else if (status != MLR_OK && status != MLR_ENOTFOUND)
+        api_send_errorf(req, 500, "exception", "cannot check access: %s", mlr_strerror(status));
     else
         register_checked(req);
 }
@@ -537,18 +539,27 @@ static void on_group_checked(int status, void *data)
                        "You don't have permissions to perform this operation on this model.");
         return;
     }
-    if (cid == NULL || store_access_check(req->ctx->store, STORE_CONNECTOR, cid,
-                                          api_req_access(req), on_connector_checked,
-                                          req) != MLR_OK)
+    if (status != MLR_OK && status != MLR_ENOTFOUND) {
+        api_send_errorf(req, 500, "exception", "cannot check access: %s", mlr_strerror(status));
+        return;
+    }
+    int rc = cid ? store_access_check(req->ctx->store, STORE_CONNECTOR, cid, api_req_access(req),
+                                      on_connector_checked, req)
+                 : MLR_OK;
+    if (cid == NULL)
         register_checked(req);
+    else if (rc != MLR_OK)
+        on_connector_checked(rc, req);
 }
 
 void api_h_model_register(struct api_req *req)
 {
     const char *gid = body_str(req, "model_group_id");
-    if (gid == NULL || store_access_check(req->ctx->store, STORE_MODEL_GROUP, gid,
-                                          api_req_access(req), on_group_checked, req) != MLR_OK)
-        on_group_checked(MLR_OK, req);
+    int rc = gid ? store_access_check(req->ctx->store, STORE_MODEL_GROUP, gid,
+                                      api_req_access(req), on_group_checked, req)
+                 : MLR_OK;
+    if (gid == NULL || rc != MLR_OK)
+        on_group_checked(rc, req);
 }
 
 void api_h_model_update(struct api_req *req)

@@ -223,6 +223,13 @@ static struct json_object *bulk_ids(struct api_req *req)
                        "Must set specific model ids to undeploy");
         return NULL;
     }
+    for (size_t i = 0; i < json_object_array_length(ids); i++) {
+        if (!json_object_is_type(json_object_array_get_idx(ids, i), json_type_string)) {
+            api_send_error(req, 400, "illegal_argument_exception",
+                           "model_ids must be an array of strings");
+            return NULL;
+        }
+    }
     if (json_object_array_length(ids) > BULK_MAX) {
         api_send_errorf(req, 400, "illegal_argument_exception",
                         "at most %d model ids can be undeployed at once", BULK_MAX);

@@ -423,6 +423,14 @@ void api_dispatch(struct api_req *req)
         api_auth_check(req->ctx->auth, req);
         return;
     }
+    if (!req->loopback) {
+        /* A connection accepted while users existed outlived the last of them: protected mode
+         * serves loopback clients only (spec §8), so it is answered and closed. */
+        req->keep_alive = 0;
+        api_send_error(req, 403, "security_exception",
+                       "no users are configured: only loopback clients are served");
+        return;
+    }
     api__dispatch_authenticated(req);
 }
 

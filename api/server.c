@@ -160,7 +160,8 @@ static int peer_allowed(struct api_server *srv, struct api_conn *c)
         return 0;
     if (uv_ip_name((struct sockaddr *)&peer, c->peer, sizeof(c->peer)) != 0)
         snprintf(c->peer, sizeof(c->peer), "-");
-    if (api_auth_enabled(srv->ctx.auth) || api_addr_is_loopback((struct sockaddr *)&peer))
+    c->loopback = api_addr_is_loopback((struct sockaddr *)&peer);
+    if (api_auth_enabled(srv->ctx.auth) || c->loopback)
         return 1;
     mlr_log(MLR_LOG_WARN, "http", "closed a connection from a non-loopback address: no users "
                                   "are configured, so only loopback clients are served");

@@ -300,19 +300,34 @@ struct finish_batch {
     struct queue_job *jobs;  /* linked by _next */
 };
 
+/* Errors a later attempt can get past: the disk may have room or work again. */
+static int transient(int status)
+{
+    return status == MLR_ENOSPC || status == MLR_EIO || status == MLR_EBUSY ||
+           status == MLR_ENOMEM || status == MLR_EAGAIN;
+}
+
 static void on_finished(int status, const int *applied, int n, void *data)
 {
     struct finish_batch *b = data;
-    int i = 0;
+    int i = 0, njobs = 0;
     struct queue *q = b->q;
     q->finishing = 0;
-    if (status != MLR_OK && status != MLR_ECLOSED && !q->closing) {
+    for (struct queue_job *j = b->jobs; j; j = j->_next)
+        njobs++;
+    if (status != MLR_OK && status != MLR_ECLOSED && !q->closing &&
+        (transient(status) || njobs > 1)) {
         /* The disk refused (full, I/O error). Dropping the outcomes would leave the tasks
          * RUNNING until their lease ends (the task timeout, 10 minutes by default): keep them
          * in flight and write them again at the next tick, and so on until the disk is back.
+         * Any other error comes from one outcome that can never be written (a damaged
+         * document): one op writes the whole batch, so each is written alone next, and only
+         * that one is given up below rather than holding every slot of the queue forever.
          * One line per attempt, not per task: an outage would otherwise flood the log. */
-        mlr_log(MLR_LOG_ERROR, "queue", "cannot record task results, retrying: %s",
-                mlr_strerror(status));
+        mlr_log(MLR_LOG_ERROR, "queue", "cannot record task results, retrying%s: %s",
+                transient(status) ? "" : " one at a time", mlr_strerror(status));
+        for (struct queue_job *j = b->jobs; j && !transient(status); j = j->_next)
+            j->_solo = 1;
         requeue_ready(q, b->jobs);
         free(b);
         return;
@@ -372,8 +387,8 @@ static void flush(struct queue *q)
         return;
     struct finish_batch *b = mlr_xcalloc(1, sizeof(*b));
     b->q = q;
-    int n = 0;
-    while (q->ready && n < q->opts.batch) { /* take up to a batch; the rest waits */
+    int n = 0, max = q->ready->_solo ? 1 : q->opts.batch;
+    while (q->ready && n < max) { /* take up to a batch; the rest waits */
         struct queue_job *j = q->ready;
         q->ready = j->_next;
         j->_next = b->jobs;

@@ -104,6 +104,7 @@ struct queue_job {
     struct queue *_q;
     int64_t _start_ms;                  /* monotonic, when run() was queued */
     int _done;                          /* run() returned */
+    int _solo;                          /* write this outcome in a finish op of its own */
     int _typed;                         /* type parsed: counted in the queue's statistics */
     struct queue_job *_next;
 };

@@ -130,8 +130,12 @@ int store_access_check(struct store *s, enum store_kind kind, const char *id,
                        const struct store_access *acc, store_done_cb cb, void *data)
 {
     const char *pred = predicate(kind, acc);
-    if (pred == NULL || strlen(id) > STORE_ID_MAX) {
-        cb(strlen(id) > STORE_ID_MAX ? MLR_ENOTFOUND : MLR_OK, data);
+    if (id == NULL || strlen(id) > STORE_ID_MAX) {
+        cb(MLR_ENOTFOUND, data);
+        return MLR_OK;
+    }
+    if (pred == NULL) {
+        cb(MLR_OK, data);
         return MLR_OK;
     }
     struct check_read *r = mlr_xcalloc(1, sizeof(*r));

@@ -83,6 +83,8 @@ int store__err(int rc)
     case SQLITE_READONLY:
     case SQLITE_AUTH:
         return MLR_EPERM;
+    case SQLITE_ERROR: /* SQL refused (malformed JSON in a row, a bug): no retry will pass */
+        return MLR_EINTERNAL;
     default:
         return MLR_EIO;
     }

@@ -284,6 +284,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size--;
     reading = 0;
     struct api_conn *c = api__conn_new(server, loop, (ctl >> 6) & 1);
+    c->loopback = 1; /* as a local client: no users, so only loopback clients reach the routes */
     api__conn_start(c);
     while (size > 0 && !uv_is_closing((uv_handle_t *)&c->tcp)) {
         if (!reading) {

@@ -32,6 +32,7 @@ struct fixture {
     atomic_int disk_full_on_run; /* run() makes the disk "full" (fault seam) */
     int sleep_ms;               /* run() sleeps this long */
     int fail_every;             /* run() fails every n-th task (0 = never) */
+    const char *corrupt_id;     /* run() makes this task's stored document unreadable */
     int64_t timeout_ms;         /* reported by limits() */
     int committed;              /* committed() calls */
     int closed;
@@ -52,6 +53,15 @@ static void fake_run(struct queue_job *job, void *data)
     int n = atomic_fetch_add(&f->runs, 1) + 1;
     if (atomic_load(&f->disk_full_on_run))
         atomic_store(&disk_full, 1);
+    if (f->corrupt_id && strcmp(job->id, f->corrupt_id) == 0) {
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        sqlite3_busy_timeout(db, 5000);
+        char sql[STORE_ID_MAX + 64];
+        snprintf(sql, sizeof(sql), "UPDATE tasks SET doc = '{not json' WHERE id = '%s'", job->id);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+    }
     if (f->sleep_ms)
         usleep((useconds_t)f->sleep_ms * 1000);
     if (f->fail_every && n % f->fail_every == 0) {
@@ -344,6 +354,28 @@ static void finish_refused_by_disk_is_retried(void **state)
     mlr_fault_set(NULL, NULL);
 }
 
+/* One outcome that can never be written (its task's document is damaged) shares a finish op
+ * with others: they must still be recorded, and the queue must keep its slots, instead of the
+ * whole batch being retried forever. */
+static void unwritable_outcome_does_not_block_others(void **state)
+{
+    struct fixture *f = *state;
+    f->corrupt_id = "t3";
+    f->sleep_ms = 20; /* the outcomes finish close together and share finish ops */
+    open_queue(f, 20);
+    enqueue(f, 20);
+    queue_kick(f->queue);
+    run_until(f, "COMPLETED", 19, 5000);
+    int64_t deadline = mlr_mono_ms() + 5000;
+    while (f->committed < 20 && mlr_mono_ms() < deadline) { /* the damaged one is given up */
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_int_equal(f->committed, 20);
+    assert_int_equal(queue_inflight(f->queue), 0);
+    enqueue(f, 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -354,6 +386,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(recovery_reruns_running_tasks, setup, teardown),
         cmocka_unit_test_setup_teardown(waits_are_answered, setup, teardown),
         cmocka_unit_test_setup_teardown(finish_refused_by_disk_is_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown(unwritable_outcome_does_not_block_others, setup,
+                                        teardown),
     };
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);

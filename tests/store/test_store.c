@@ -520,6 +520,7 @@ static void error_translation(void **state)
     assert_int_equal(store__err(SQLITE_BUSY), MLR_EBUSY);
     assert_int_equal(store__err(SQLITE_CORRUPT), MLR_ECORRUPT);
     assert_int_equal(store__err(SQLITE_IOERR_FSYNC), MLR_EIO);
+    assert_int_equal(store__err(SQLITE_ERROR), MLR_EINTERNAL);
 }
 
 int main(int argc, char **argv)
