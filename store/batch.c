@@ -62,8 +62,10 @@ static int batch_put_run(struct store__conn *c, struct store__op *op)
     rc = store__err(sqlite3_step(st));
     int inserted = rc == MLR_OK && sqlite3_changes(c->db) > 0;
     sqlite3_reset(st);
+    if (rc == MLR_OK && !inserted)
+        o->applied = STORE_BATCH_DUPLICATE; /* recorded before: counting it again would be wrong */
     if (rc != MLR_OK || !inserted)
-        return rc; /* recorded before: counting it again would be wrong */
+        return rc;
     int64_t seq = 0, now = mlr_now_ms();
     rc = store__seq_next(c, &seq);
     if (rc == MLR_OK)
@@ -84,14 +86,14 @@ static int batch_put_run(struct store__conn *c, struct store__op *op)
     sqlite3_bind_text(st, 6, o->task_id, -1, SQLITE_STATIC);
     rc = store__err(sqlite3_step(st));
     sqlite3_reset(st);
-    o->applied = rc == MLR_OK;
+    o->applied = rc == MLR_OK ? STORE_BATCH_RECORDED : STORE_BATCH_NOT_RUNNING;
     return rc;
 }
 
 static void batch_put_done(struct store__op *op)
 {
     struct batch_op *o = container_of(op, struct batch_op, op);
-    o->cb(op->status, op->status == MLR_OK && o->applied, o->data);
+    o->cb(op->status, op->status == MLR_OK ? o->applied : STORE_BATCH_NOT_RUNNING, o->data);
     free(o->results);
     free(o);
 }

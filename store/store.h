@@ -400,8 +400,13 @@ struct store_batch_result {
     int64_t lease_until_ms;     /* wall clock, epoch ms: the task's renewed lease */
 };
 
-/** @applied: 1 when the batch was recorded, 0 when its task is no longer RUNNING (cancelled,
- * timed out, deleted) or the batch was recorded before. */
+/** What store_batch_put() did with a batch. */
+enum store_batch_outcome {
+    STORE_BATCH_NOT_RUNNING = 0, /* nothing: the task is no longer RUNNING (cancelled, ...) */
+    STORE_BATCH_RECORDED = 1,    /* recorded, and counted in the task's progress */
+    STORE_BATCH_DUPLICATE = 2,   /* nothing: the batch was recorded before (another claimer) */
+};
+/** @applied: an enum store_batch_outcome. */
 typedef void (*store_batch_cb)(int status, int applied, void *data);
 
 /**

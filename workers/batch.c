@@ -292,9 +292,9 @@ static void on_batch_recorded(int status, int applied, void *data)
         snprintf(bj->error, sizeof(bj->error), "cannot record the results of a batch: %s",
                  mlr_strerror(status));
         stop_job(bj, QUEUE_STATE_FAILED);
-    } else if (!applied) { /* cancelled, timed out or deleted meanwhile */
+    } else if (applied == STORE_BATCH_NOT_RUNNING) { /* cancelled, timed out or deleted */
         stop_job(bj, QUEUE_STATE_CANCELLED);
-    } else {
+    } else { /* recorded now, or by another claimer of the same task before: done either way */
         bj->completed += r->count - r->failed;
         bj->failed += r->failed;
         bj->done[r->first / bj->batch_size] = 1;

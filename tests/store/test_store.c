@@ -440,6 +440,64 @@ static void close_drains_pending_writes(void **state)
     json_object_put(c);
 }
 
+struct batch_arg {
+    int done;
+    int status;
+    int applied;
+};
+
+static void on_batch(int status, int applied, void *data)
+{
+    struct batch_arg *a = data;
+    a->status = status;
+    a->applied = applied;
+    a->done = 1;
+}
+
+static int put_batch(struct fixture *f, struct store *s, int64_t first)
+{
+    struct batch_arg a = {0};
+    struct store_batch_result b = {.task_id = "job", .first_index = first, .n_items = 2,
+                                   .n_failed = 1, .results = "[{},{}]", .lease_until_ms = 1};
+    assert_int_equal(store_batch_put(s, &b, on_batch, &a), MLR_OK);
+    while (!a.done)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    assert_int_equal(a.status, MLR_OK);
+    return a.applied;
+}
+
+/* A batch is recorded once: a second claimer of the same job learns it was recorded before
+ * (and goes on), which is not the same answer as "the job was cancelled" (stop). */
+static void batch_recorded_once(void **state)
+{
+    struct fixture *f = *state;
+    struct store *s = open_store(f);
+    exec_sql(f->path, "INSERT INTO tasks(id, task_type, state, create_time, last_update_time, "
+                      "doc) VALUES('job', 'BATCH_INGEST', 'RUNNING', 1, 1, "
+                      "'{\"progress\":{\"total\":4,\"completed\":0,\"failed\":0}}')");
+    assert_int_equal(put_batch(f, s, 0), STORE_BATCH_RECORDED);
+    assert_int_equal(put_batch(f, s, 0), STORE_BATCH_DUPLICATE);
+    assert_int_equal(put_batch(f, s, 2), STORE_BATCH_RECORDED);
+    exec_sql(f->path, "UPDATE tasks SET state = 'CANCELLED' WHERE id = 'job'");
+    assert_int_equal(put_batch(f, s, 4), STORE_BATCH_NOT_RUNNING);
+    store_close(s);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT json_extract(doc, '$.progress.completed'), "
+                                            "json_extract(doc, '$.progress.failed'), (SELECT "
+                                            "count(*) FROM batch_results) FROM tasks", -1, &st,
+                                        NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 2); /* two batches of 1 ok + 1 failed */
+    assert_int_equal(sqlite3_column_int(st, 1), 2);
+    assert_int_equal(sqlite3_column_int(st, 2), 2);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 static void settings_put_null_deletes(void **state)
 {
     struct fixture *f = *state;
@@ -529,6 +587,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(migrate_empty_database, setup, teardown),
         cmocka_unit_test_setup_teardown(migrate_existing_database_keeps_data, setup, teardown),
         cmocka_unit_test_setup_teardown(migrate_upgrades_schema_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(batch_recorded_once, setup, teardown),
         cmocka_unit_test_setup_teardown(migrate_applies_only_new_steps, setup, teardown),
         cmocka_unit_test_setup_teardown(migrate_refuses_newer_database, setup, teardown),
         cmocka_unit_test_setup_teardown(migrate_failure_rolls_back_that_step, setup, teardown),
