@@ -381,6 +381,29 @@ static int parse_basic(const char *h, char **name, char **password)
     return 0;
 }
 
+/* Whether @password is the one cached for user @name (the fast path: one short digest). */
+static int cache_hit(const struct api_auth *a, const char *name, const char *password)
+{
+    struct json_object *hit = json_object_object_get(a->cache, name);
+    if (hit == NULL || json_object_object_get(a->users, name) == NULL)
+        return 0;
+    char token[2 * TOKEN_LEN + 1];
+    token_of(a, password, token);
+    return CRYPTO_memcmp(token, json_object_get_string(hit), 2 * TOKEN_LEN) == 0;
+}
+
+int api_auth_precheck(struct api_auth *a, const char *authorization, const char *client)
+{
+    char *name = NULL, *password = NULL;
+    if (parse_basic(authorization, &name, &password) != 0)
+        return 401;
+    int hit = cache_hit(a, name, password);
+    OPENSSL_cleanse(password, strlen(password));
+    free(password);
+    free(name);
+    return hit || fail_slot(a, client)->count < FAIL_MAX ? 0 : 429;
+}
+
 void api_auth_check(struct api_auth *a, struct api_req *req)
 {
     char *name = NULL, *password = NULL;
@@ -389,11 +412,8 @@ void api_auth_check(struct api_auth *a, struct api_req *req)
         return;
     }
     struct json_object *u = json_object_object_get(a->users, name);
-    struct json_object *hit = json_object_object_get(a->cache, name);
-    if (u && hit) { /* the fast path: one HMAC */
-        char token[2 * TOKEN_LEN + 1];
-        token_of(a, password, token);
-        if (CRYPTO_memcmp(token, json_object_get_string(hit), 2 * TOKEN_LEN) == 0) {
+    if (u) { /* the fast path: one short digest */
+        if (cache_hit(a, name, password)) {
             set_user(req, name, u);
             OPENSSL_cleanse(password, strlen(password));
             free(password);

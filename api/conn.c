@@ -216,8 +216,10 @@ static void build_head(struct mlr_buf *head, int status, const char *ctype, size
                    keep_alive ? "" : "connection: close\r\n", extra ? extra : "");
 }
 
-/* A connection-level error (no handler involved): answer and close the connection. */
-static void conn_error(struct api_conn *c, int status, const char *type, const char *reason)
+/* A connection-level error (no handler involved): answer (with @extra header lines, or NULL)
+ * and close the connection. */
+static void conn_error_ex(struct api_conn *c, int status, const char *type, const char *reason,
+                          const char *extra)
 {
     struct json_object *root = api_error_body(status, type, reason);
     struct mlr_buf head, body;
@@ -225,7 +227,7 @@ static void conn_error(struct api_conn *c, int status, const char *type, const c
     mlr_buf_init(&body, 0);
     api_render(root, 0, &body);
     json_object_put(root);
-    build_head(&head, status, JSON_TYPE, body.len, 0, NULL);
+    build_head(&head, status, JSON_TYPE, body.len, 0, extra);
     api__access_log(cfg_of(c), c->dispatched ? NULL : c->req, c->peer, status, body.len, 0);
     /* A request whose headers never completed has no method yet (on_headers_complete sets it;
      * it is a GET until then only because the struct was zeroed). */
@@ -240,6 +242,11 @@ static void conn_error(struct api_conn *c, int status, const char *type, const c
         req_free(c->req);
         c->req = NULL;
     }
+}
+
+static void conn_error(struct api_conn *c, int status, const char *type, const char *reason)
+{
+    conn_error_ex(c, status, type, reason, NULL);
 }
 
 void api__conn_respond(struct api_req *req, int status, const char *extra_headers,
@@ -435,6 +442,17 @@ static int on_headers_complete(http_parser *p)
         c->error_status = 413;
         return -1;
     }
+    /* With users, a request that cannot be authenticated is refused before its body is read:
+     * anyone may connect then, and bodies may be large (rule 12: input cannot make us buffer
+     * without bound). Wrong passwords are still found later, once, on the pool. */
+    if (api_auth_enabled(req->ctx->auth)) {
+        int refused = api_auth_precheck(req->ctx->auth, api_header(req, "authorization"),
+                                        req->client);
+        if (refused) {
+            c->error_status = refused;
+            return -1;
+        }
+    }
     const char *expect = api_header(req, "expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1)
         send_continue(c);
@@ -477,6 +495,14 @@ static void parse_failed(struct api_conn *c, enum http_errno e)
         snprintf(reason, sizeof(reason), "request body is larger than the limit of [%lld] bytes",
                  (long long)c->max_body);
         conn_error(c, 413, "content_too_long_exception", reason);
+        return;
+    case 401:
+        conn_error_ex(c, 401, "security_exception", "Unauthorized",
+                      "www-authenticate: Basic realm=\"mlrelay\"\r\n");
+        return;
+    case 429:
+        conn_error(c, 429, "security_exception",
+                   "Too many failed logins from this address; try again later");
         return;
     case 431:
         snprintf(reason, sizeof(reason),

@@ -137,6 +137,27 @@ def test_basic_auth_once_users_exist(h):
         time.sleep(0.1)
 
 
+def test_unauthenticated_body_is_not_read(h):
+    """With users anyone may connect: a request without credentials is refused as soon as its
+    headers arrive, before a (here 50 MB) body is read or 100-continue is sent."""
+    s = h.server()
+    add_user(h, s, "alice")
+    wait_auth_required(s)
+    sock = s.socket()
+    sock.sendall(b"POST /_plugins/_ml/models/_register HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 50000000\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    head = data.split(b"\r\n\r\n")[0].decode().lower()
+    assert head.startswith("http/1.1 401"), head
+    assert 'www-authenticate: basic realm="mlrelay"' in head, head
+    sock.close()
+
+
 def test_failed_logins_are_rate_limited(h):
     s = h.server()
     add_user(h, s, "alice")
