@@ -432,6 +432,17 @@ static int on_headers_complete(http_parser *p)
     req->keep_alive = http_should_keep_alive(p);
     req->pretty = api_query_bool(req, "pretty");
     api_route_match(req);
+    /* With users, a request that cannot be authenticated is refused before its body is read, and
+     * before its size is judged: anyone may connect then, and bodies may be large (rule 12:
+     * input cannot make us buffer without bound). Wrong passwords are found later, on the pool. */
+    if (api_auth_enabled(req->ctx->auth)) {
+        int refused = api_auth_precheck(req->ctx->auth, api_header(req, "authorization"),
+                                        req->client);
+        if (refused) {
+            c->error_status = refused;
+            return -1;
+        }
+    }
     int64_t limit = cfg_of(c)->max_content_length;
     if (req->route && req->route->max_body > 0 && req->route->max_body < limit)
         limit = req->route->max_body;
@@ -441,17 +452,6 @@ static int on_headers_complete(http_parser *p)
     if (p->content_length != ULLONG_MAX && p->content_length > (uint64_t)limit) {
         c->error_status = 413;
         return -1;
-    }
-    /* With users, a request that cannot be authenticated is refused before its body is read:
-     * anyone may connect then, and bodies may be large (rule 12: input cannot make us buffer
-     * without bound). Wrong passwords are still found later, once, on the pool. */
-    if (api_auth_enabled(req->ctx->auth)) {
-        int refused = api_auth_precheck(req->ctx->auth, api_header(req, "authorization"),
-                                        req->client);
-        if (refused) {
-            c->error_status = refused;
-            return -1;
-        }
     }
     const char *expect = api_header(req, "expect");
     if (expect && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1)

@@ -139,13 +139,13 @@ def test_basic_auth_once_users_exist(h):
 
 def test_unauthenticated_body_is_not_read(h):
     """With users anyone may connect: a request without credentials is refused as soon as its
-    headers arrive, before a (here 50 MB) body is read or 100-continue is sent."""
+    headers arrive, before a (here 5 MB) body is read or 100-continue is sent."""
     s = h.server()
     add_user(h, s, "alice")
     wait_auth_required(s)
     sock = s.socket()
     sock.sendall(b"POST /_plugins/_ml/models/_register HTTP/1.1\r\nHost: x\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: 50000000\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 5000000\r\n"
                  b"Expect: 100-continue\r\n\r\n")
     data = b""
     while b"\r\n\r\n" not in data:
