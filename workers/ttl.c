@@ -113,21 +113,38 @@ static void arm(struct workers_ttl *t)
     uv_timer_start(&t->expire_timer, on_expire_timer, wait > 0 ? (uint64_t)wait : 0, 0);
 }
 
+#define RETRY_MS 1000 /* an expiry whose task could not be written is tried again this late */
+
 struct expiry {
     struct workers *w;
-    char model_id[STORE_ID_MAX + 1];
+    struct deployment *d; /* a reference: put back in the heap if the task is not written */
 };
+
+/* The undeploy task was not written (disk full, ...): while the same deployment is still
+ * installed, it goes back in the heap to be tried again, rather than never expiring. */
+static void expire_later(struct workers *w, struct deployment *d)
+{
+    struct workers_ttl *t = &w->ttl;
+    if (!t->open || d->heap_idx >= 0 || workers_deployment_get(w, d->model_id) != d)
+        return;
+    d->heap_key = mlr_now_ms() + RETRY_MS;
+    heap_push(t, d);
+    if (d->heap_idx == 0)
+        arm(t);
+}
 
 static void on_undeploy_task_written(const struct store_write_result *r, void *data)
 {
     struct expiry *x = data;
-    const char *kv[] = {"model_id", x->model_id, "task_id", r->id};
+    const char *kv[] = {"model_id", x->d->model_id, "task_id", r->id};
     if (r->status == MLR_OK) {
         mlr_log_kv(MLR_LOG_INFO, "workers", "model idle past its TTL: undeploying", kv, 2);
         workers_kick(x->w);
     } else {
         mlr_log_kv(MLR_LOG_ERROR, "workers", "cannot record the TTL undeploy task", kv, 2);
+        expire_later(x->w, x->d);
     }
+    workers_deployment_unref(x->d);
     free(x);
 }
 
@@ -135,17 +152,21 @@ static void on_undeploy_task_written(const struct store_write_result *r, void *d
 static void expire(struct workers *w, struct deployment *d)
 {
     char task_id[MLR_ID_LEN + 1];
-    if (mlr_id_new(task_id) != MLR_OK)
+    if (mlr_id_new(task_id) != MLR_OK) {
+        expire_later(w, d);
         return;
+    }
     struct expiry *x = mlr_xcalloc(1, sizeof(*x));
     x->w = w;
-    snprintf(x->model_id, sizeof(x->model_id), "%s", d->model_id);
+    x->d = workers_deployment_ref(d);
     struct json_object *task = queue_task_doc_new(QUEUE_TASK_UNDEPLOY_MODEL, d->model_id,
                                                   QUEUE_STATE_CREATED, w->node_id, 1,
                                                   mlr_now_ms());
     if (store_doc_insert(w->store, STORE_TASK, task_id, task, NULL, on_undeploy_task_written, x) !=
-        MLR_OK)
+        MLR_OK) {
+        workers_deployment_unref(x->d);
         free(x);
+    }
     json_object_put(task);
 }
 

@@ -2,9 +2,10 @@
 point 1). Fractional minutes make the TTLs a few seconds long; no case waits more than ~10 s.
 """
 
+import os
 import time
 
-from test_predict import ML, get_model, model_for, predict_ok, relay
+from test_predict import ML, get_model, model_for, predict_ok, put_settings, relay
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -113,3 +114,26 @@ def test_ttl_deadline_passed_while_down(h):
         s.start()
         seen, m = wait_state(s, mid, "UNDEPLOYED", 3)
         assert m["last_undeployed_time"] / 1000.0 - started < 1.5, m
+
+
+def test_ttl_expiry_survives_a_full_disk(h):
+    """The undeploy task of an expired model cannot be written while the disk is full: the
+    expiry is tried again and happens once the disk has room."""
+    fault = os.path.join(h.tmp, "fault")
+    with relay(h) as (s, up):
+        s.stop()
+        s.env = {"MLRELAY_FAULT_FILE": fault}
+        s.start()
+        if "fault injection armed" not in s.log():
+            print("skipped: this build has no fault seam (-DMLR_FAULT_INJECTION=OFF)")
+            return
+        put_settings(s, {"plugins.ml_commons.trusted_connector_endpoints_regex":
+                         ["^http://127\\.0\\.0\\.1:.*$"],
+                         "plugins.ml_commons.connector.private_ip_enabled": True})
+        mid = ttl_model(s, up, 0.02)  # 1.2 s
+        with open(fault, "w") as f:
+            f.write("full")
+        time.sleep(2.5)  # past the deadline: the task write failed
+        assert "cannot record the TTL undeploy task" in s.log()
+        os.unlink(fault)
+        wait_state(s, mid, "UNDEPLOYED", 4)
