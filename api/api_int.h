@@ -104,11 +104,12 @@ int api__cli_rotate_key(const struct mlr_config *cfg);
  */
 void api_auth_check(struct api_auth *a, struct api_req *req);
 /**
- * Before a request's body is read (users configured): 401 when @authorization is not well-formed
- * Basic credentials, 429 when @client is over its failed-login limit and the credentials are not
- * the cached ones, else 0 (read the body; api_auth_check() decides).
+ * Before a request's body is read (users configured): 401 when its Authorization header is not
+ * well-formed Basic credentials, 429 when its client is over the failed-login limit and the
+ * credentials are not the cached ones, else 0. With the cached credentials it also sets
+ * req->user, and the dispatcher does not check again; otherwise api_auth_check() decides.
  */
-int api_auth_precheck(struct api_auth *a, const char *authorization, const char *client);
+int api_auth_precheck(struct api_auth *a, struct api_req *req);
 /** The dispatcher's second half: everything after authentication (routes.c). */
 void api__dispatch_authenticated(struct api_req *req);
 

@@ -392,16 +392,18 @@ static int cache_hit(const struct api_auth *a, const char *name, const char *pas
     return CRYPTO_memcmp(token, json_object_get_string(hit), 2 * TOKEN_LEN) == 0;
 }
 
-int api_auth_precheck(struct api_auth *a, const char *authorization, const char *client)
+int api_auth_precheck(struct api_auth *a, struct api_req *req)
 {
     char *name = NULL, *password = NULL;
-    if (parse_basic(authorization, &name, &password) != 0)
+    if (parse_basic(api_header(req, "authorization"), &name, &password) != 0)
         return 401;
     int hit = cache_hit(a, name, password);
+    if (hit) /* authenticated already: the dispatcher need not look at the header again */
+        set_user(req, name, json_object_object_get(a->users, name));
     OPENSSL_cleanse(password, strlen(password));
     free(password);
     free(name);
-    return hit || fail_slot(a, client)->count < FAIL_MAX ? 0 : 429;
+    return hit || fail_slot(a, req->client)->count < FAIL_MAX ? 0 : 429;
 }
 
 void api_auth_check(struct api_auth *a, struct api_req *req)

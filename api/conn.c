@@ -436,8 +436,7 @@ static int on_headers_complete(http_parser *p)
      * before its size is judged: anyone may connect then, and bodies may be large (rule 12:
      * input cannot make us buffer without bound). Wrong passwords are found later, on the pool. */
     if (api_auth_enabled(req->ctx->auth)) {
-        int refused = api_auth_precheck(req->ctx->auth, api_header(req, "authorization"),
-                                        req->client);
+        int refused = api_auth_precheck(req->ctx->auth, req);
         if (refused) {
             c->error_status = refused;
             return -1;

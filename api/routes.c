@@ -419,11 +419,11 @@ void api_dispatch(struct api_req *req)
 {
     /* Who is asking comes first: without valid credentials nothing else is revealed, not even
      * whether the path exists. */
-    if (api_auth_enabled(req->ctx->auth)) {
+    if (api_auth_enabled(req->ctx->auth) && req->user == NULL) {
         api_auth_check(req->ctx->auth, req);
         return;
     }
-    if (!req->loopback) {
+    if (req->user == NULL && !req->loopback) {
         /* A connection accepted while users existed outlived the last of them: protected mode
          * serves loopback clients only (spec §8), so it is answered and closed. */
         req->keep_alive = 0;
