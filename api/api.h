@@ -27,6 +27,7 @@ struct mlr_config {
     char *listen_host;                /* "127.0.0.1" */
     int listen_port;                  /* 9200; 0 = any free port */
     char *data_dir;                   /* "./data" */
+    char *store_url;                  /* store.url: a PostgreSQL URL; NULL = SQLite in data_dir */
     char *config_path;                /* NULL = no config file */
     enum mlr_log_level log_level;     /* info */
     enum mlr_log_format log_format;   /* text */
@@ -92,6 +93,9 @@ int api_cli_run(const struct mlr_config *cfg, enum mlr_config_action action);
  * when the directory cannot be opened, -2 when another process holds the lock.
  */
 int api__data_dir_lock(const char *data_dir);
+
+/** Where the store lives: store.url, or DATA_DIR/mlrelay.db. The caller frees it. */
+char *api__store_location(const struct mlr_config *cfg);
 
 /**
  * Start-up: finishes or rolls back a key rotation that was interrupted (master.key.new left

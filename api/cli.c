@@ -91,10 +91,25 @@ static int run_check(const char *db)
     return why ? 1 : 0;
 }
 
+char *api__store_location(const struct mlr_config *cfg)
+{
+    if (cfg->store_url)
+        return mlr_xstrdup(cfg->store_url);
+    return mlr_xasprintf("%s/mlrelay.db", cfg->data_dir);
+}
+
 int api_cli_run(const struct mlr_config *cfg, enum mlr_config_action action)
 {
     char *db = mlr_xasprintf("%s/mlrelay.db", cfg->data_dir);
     int code = 1;
+    if (cfg->store_url && (action == MLR_RUN_BACKUP || action == MLR_RUN_CHECK)) {
+        /* PostgreSQL has its own tools for both, and they are the ones its operators trust. */
+        fprintf(stderr, "mlrelay: %s works on the SQLite store; with PostgreSQL use %s\n",
+                action == MLR_RUN_BACKUP ? "backup" : "check",
+                action == MLR_RUN_BACKUP ? "pg_dump" : "pg_amcheck");
+        free(db);
+        return 2;
+    }
     if (action == MLR_RUN_BACKUP)
         code = run_backup(db, cfg->command_arg);
     else if (action == MLR_RUN_CHECK)

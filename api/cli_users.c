@@ -46,7 +46,7 @@ static int cli_open(const struct mlr_config *cfg, struct cli_store *c)
         return MLR_EIO;
     }
     uv_loop_init(&c->loop);
-    char *db = mlr_xasprintf("%s/mlrelay.db", cfg->data_dir);
+    char *db = api__store_location(cfg);
     int rc = store_open(&c->loop, db, NULL, &c->s, err, sizeof(err));
     free(db);
     if (rc != MLR_OK) {

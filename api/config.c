@@ -31,6 +31,8 @@ const char mlr_usage_text[] =
     "Options:\n"
     "  --listen HOST:PORT     address to listen on (default 127.0.0.1:9200; port 0 = any free port)\n"
     "  --data-dir DIR         database, master key and node id (default ./data, created 0700)\n"
+    "  --store URL            postgres://... or postgresql://...: keep the state in PostgreSQL,\n"
+    "                         shared by every node pointed at it (default: SQLite in DATA_DIR)\n"
     "  --config FILE          JSON config file with flat dotted keys\n"
     "  --log-level LEVEL      debug | info | warn | error (default info)\n"
     "  --log-format FORMAT    text | json (default text)\n"
@@ -57,11 +59,11 @@ const char mlr_usage_text[] =
     "\n"
     "Environment (flags win over environment, environment over the config file):\n"
     "  MLRELAY_LISTEN, MLRELAY_DATA_DIR, MLRELAY_CONFIG, MLRELAY_ACCESS_LOG, MLRELAY_TLS_CERT,\n"
-    "  MLRELAY_TLS_KEY,\n"
+    "  MLRELAY_TLS_KEY, MLRELAY_STORE,\n"
     "  MLRELAY_MASTER_KEY (base64 of 32 bytes; overrides DATA_DIR/master.key),\n"
     "  MLRELAY_ADMIN_PASSWORD (creates user admin, role all_access, when no user exists)\n"
     "\n"
-    "Config file keys: listen, data_dir, log.level, log.format, log.access,\n"
+    "Config file keys: listen, data_dir, store.url, log.level, log.format, log.access,\n"
     "  http.max_content_length, http.max_header_size, http.max_connections, http.idle_timeout,\n"
     "  http.request_timeout, http.shutdown_timeout, workers.threads, tls.cert, tls.key, and any\n"
     "  plugins.ml_commons.* or mlrelay.* cluster setting as its initial value.\n";
@@ -104,7 +106,7 @@ static int parse_listen(struct mlr_config *cfg, const char *v, char *err, size_t
 
 /* The node keys of the config file and how to parse each. */
 enum key_kind {
-    K_LISTEN, K_DATA_DIR, K_LOG_LEVEL, K_LOG_FORMAT, K_BOOL, K_BYTES, K_INT, K_TIME, K_PATH
+    K_LISTEN, K_DATA_DIR, K_STORE, K_LOG_LEVEL, K_LOG_FORMAT, K_BOOL, K_BYTES, K_INT, K_TIME, K_PATH
 };
 
 struct node_key {
@@ -120,6 +122,7 @@ struct node_key {
 static const struct node_key node_keys[] = {
     {"listen", K_LISTEN, 0, 0, 0},
     {"data_dir", K_DATA_DIR, 0, 0, 0},
+    {"store.url", K_STORE, 0, 0, 0},
     {"log.level", K_LOG_LEVEL, 0, 0, 0},
     {"log.format", K_LOG_FORMAT, 0, 0, 0},
     {"log.access", K_BOOL, OFF(access_log), 0, 1},
@@ -167,6 +170,14 @@ static int set_node_key(struct mlr_config *cfg, const char *name, const char *v,
         return parse_listen(cfg, v, err, errlen);
     case K_DATA_DIR:
         set_str(&cfg->data_dir, v);
+        return MLR_OK;
+    case K_STORE:
+        if (strncmp(v, "postgres://", 11) != 0 && strncmp(v, "postgresql://", 13) != 0) {
+            snprintf(err, errlen, "invalid value for [store.url]: expected a postgres:// or "
+                                  "postgresql:// URL");
+            return MLR_EINVAL;
+        }
+        set_str(&cfg->store_url, v);
         return MLR_OK;
     case K_PATH:
         set_path((char **)((char *)cfg + k->offset), v);
@@ -275,7 +286,7 @@ static const struct {
     const char *flag;
     const char *key;
 } flag_keys[] = {
-    {"--listen", "listen"},       {"--data-dir", "data_dir"},    {"--config", NULL},
+    {"--listen", "listen"},       {"--data-dir", "data_dir"},    {"--store", "store.url"},    {"--config", NULL},
     {"--log-level", "log.level"}, {"--log-format", "log.format"}, {"--access-log", "log.access"},
     {"--backend-roles", NULL},    {"--roles", NULL},            {"--tls-cert", "tls.cert"},
     {"--tls-key", "tls.key"},
@@ -288,6 +299,7 @@ static const struct {
 } env_keys[] = {
     {"MLRELAY_LISTEN", "listen"},
     {"MLRELAY_DATA_DIR", "data_dir"},
+    {"MLRELAY_STORE", "store.url"},
     {"MLRELAY_ACCESS_LOG", "log.access"},
     {"MLRELAY_TLS_CERT", "tls.cert"},
     {"MLRELAY_TLS_KEY", "tls.key"},
@@ -448,6 +460,7 @@ void mlr_config_cleanup(struct mlr_config *cfg)
 {
     free(cfg->listen_host);
     free(cfg->data_dir);
+    free(cfg->store_url);
     free(cfg->config_path);
     free(cfg->command_arg);
     free(cfg->command_arg2);

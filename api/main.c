@@ -191,7 +191,7 @@ static int open_store(struct app *a, char *err, size_t errlen)
         return MLR_EBUSY;
     }
     int rc = load_node_id(a, err, errlen);
-    char *db = mlr_xasprintf("%s/mlrelay.db", a->cfg.data_dir);
+    char *db = api__store_location(&a->cfg);
     struct store_options opts = {0};
     if (rc == MLR_OK)
         rc = store_open(&a->loop, db, &opts, &a->store, err, errlen);

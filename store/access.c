@@ -101,19 +101,19 @@ static int check_run(struct store__conn *c, void *arg)
     char sql[2048];
     snprintf(sql, sizeof(sql), "SELECT %s FROM %s WHERE id = ?", r->pred,
              store__kind_table(r->kind));
-    sqlite3_stmt *st = NULL;
-    int rc = store__err(sqlite3_prepare_v2(c->db, sql, -1, &st, NULL));
+    struct store__stmt *st = NULL;
+    int rc = store__prepare(c, sql, &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, r->user, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, r->roles, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, r->id, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
+    store__bind_text(st, 1, r->user);
+    store__bind_text(st, 2, r->roles);
+    store__bind_text(st, 3, r->id);
+    int step = store__step(st);
     if (step == SQLITE_ROW)
-        rc = sqlite3_column_int(st, 0) ? MLR_OK : MLR_EPERM;
+        rc = store__col_int(st, 0) ? MLR_OK : MLR_EPERM;
     else
         rc = step == SQLITE_DONE ? MLR_ENOTFOUND : store__err(step);
-    sqlite3_finalize(st);
+    store__finalize(st);
     return rc;
 }
 

@@ -30,14 +30,14 @@ struct batch_op {
 
 static int batch_task_running(struct store__conn *c, const char *task_id, int *running)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT state = 'RUNNING' FROM tasks WHERE id = ?", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, task_id, -1, SQLITE_STATIC);
+    store__bind_text(st, 1, task_id);
     int64_t v = 0;
     rc = store__step_int(st, &v);
-    sqlite3_reset(st);
+    store__reset(st);
     *running = rc == MLR_OK && v == 1;
     return rc == MLR_ENOTFOUND ? MLR_OK : rc;
 }
@@ -45,7 +45,7 @@ static int batch_task_running(struct store__conn *c, const char *task_id, int *r
 static int batch_put_run(struct store__conn *c, struct store__op *op)
 {
     struct batch_op *o = container_of(op, struct batch_op, op);
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int running = 0;
     int rc = batch_task_running(c, o->task_id, &running);
     if (rc != MLR_OK || !running)
@@ -54,14 +54,14 @@ static int batch_put_run(struct store__conn *c, struct store__op *op)
                         "n_failed, results) VALUES(?, ?, ?, ?, ?)", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, o->task_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, o->first_index);
-    sqlite3_bind_int(st, 3, o->n_items);
-    sqlite3_bind_int(st, 4, o->n_failed);
-    sqlite3_bind_text(st, 5, o->results, -1, SQLITE_STATIC);
-    rc = store__err(sqlite3_step(st));
-    int inserted = rc == MLR_OK && sqlite3_changes(c->db) > 0;
-    sqlite3_reset(st);
+    store__bind_text(st, 1, o->task_id);
+    store__bind_int(st, 2, o->first_index);
+    store__bind_int(st, 3, o->n_items);
+    store__bind_int(st, 4, o->n_failed);
+    store__bind_text(st, 5, o->results);
+    rc = store__err(store__step(st));
+    int inserted = rc == MLR_OK && store__changes(c) > 0;
+    store__reset(st);
     if (rc == MLR_OK && !inserted)
         o->applied = STORE_BATCH_DUPLICATE; /* recorded before: counting it again would be wrong */
     if (rc != MLR_OK || !inserted)
@@ -78,14 +78,14 @@ static int batch_put_run(struct store__conn *c, struct store__op *op)
                             "'$.last_update_time', ?2) WHERE id = ?6", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, o->lease_until_ms);
-    sqlite3_bind_int64(st, 2, now);
-    sqlite3_bind_int64(st, 3, seq);
-    sqlite3_bind_int(st, 4, o->n_items - o->n_failed);
-    sqlite3_bind_int(st, 5, o->n_failed);
-    sqlite3_bind_text(st, 6, o->task_id, -1, SQLITE_STATIC);
-    rc = store__err(sqlite3_step(st));
-    sqlite3_reset(st);
+    store__bind_int(st, 1, o->lease_until_ms);
+    store__bind_int(st, 2, now);
+    store__bind_int(st, 3, seq);
+    store__bind_int(st, 4, o->n_items - o->n_failed);
+    store__bind_int(st, 5, o->n_failed);
+    store__bind_text(st, 6, o->task_id);
+    rc = store__err(store__step(st));
+    store__reset(st);
     o->applied = rc == MLR_OK ? STORE_BATCH_RECORDED : STORE_BATCH_NOT_RUNNING;
     return rc;
 }
@@ -126,24 +126,24 @@ int store_batch_put(struct store *s, const struct store_batch_result *b, store_b
 int store_batch_done(struct store *s, const char *task_id, struct store_batch_done *out)
 {
     struct store__conn *c = store__reader_acquire(s);
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     struct store_batch_done d = {0};
     int rc = store__stmt(c, "SELECT first_index, n_items, n_failed FROM batch_results "
                             "WHERE task_id = ? ORDER BY first_index", &st);
     if (rc == MLR_OK) {
-        sqlite3_bind_text(st, 1, task_id, -1, SQLITE_STATIC);
+        store__bind_text(st, 1, task_id);
         int step, cap = 0;
-        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        while ((step = store__step(st)) == SQLITE_ROW) {
             if (d.n == cap) {
                 cap = cap ? cap * 2 : 64;
                 d.first_index = mlr_xrealloc(d.first_index, (size_t)cap * sizeof(int64_t));
             }
-            d.first_index[d.n++] = sqlite3_column_int64(st, 0);
-            d.items += sqlite3_column_int64(st, 1);
-            d.failed += sqlite3_column_int64(st, 2);
+            d.first_index[d.n++] = store__col_int(st, 0);
+            d.items += store__col_int(st, 1);
+            d.failed += store__col_int(st, 2);
         }
         rc = step == SQLITE_DONE ? MLR_OK : store__err(step);
-        sqlite3_reset(st);
+        store__reset(st);
     }
     store__reader_release(s, c);
     if (rc != MLR_OK) {
@@ -168,15 +168,15 @@ struct page_read {
 static int page_append(struct store__conn *c, const char *task_id, int64_t first_index,
                        int64_t skip, int64_t take, struct json_object *results)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT results FROM batch_results WHERE task_id = ? AND "
                             "first_index = ?", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, task_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, first_index);
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        struct json_object *items = json_tokener_parse((const char *)sqlite3_column_text(st, 0));
+    store__bind_text(st, 1, task_id);
+    store__bind_int(st, 2, first_index);
+    if (store__step(st) == SQLITE_ROW) {
+        struct json_object *items = json_tokener_parse(store__col_text(st, 0));
         size_t n = json_object_is_type(items, json_type_array) ? json_object_array_length(items)
                                                                : 0;
         for (int64_t i = skip; i < skip + take && (size_t)i < n; i++)
@@ -186,21 +186,21 @@ static int page_append(struct store__conn *c, const char *task_id, int64_t first
         if (n == 0)
             rc = MLR_ECORRUPT;
     }
-    sqlite3_reset(st);
+    store__reset(st);
     return rc;
 }
 
 static int page_run(struct store__conn *c, void *arg)
 {
     struct page_read *p = arg;
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int64_t type_ok = 0;
     int rc = store__stmt(c, "SELECT task_type = 'BATCH_INGEST' FROM tasks WHERE id = ?", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, p->task_id, -1, SQLITE_STATIC);
+    store__bind_text(st, 1, p->task_id);
     rc = store__step_int(st, &type_ok);
-    sqlite3_reset(st);
+    store__reset(st);
     if (rc == MLR_OK && !type_ok)
         rc = MLR_EINVAL;
     struct store_batch_done d = {0};
@@ -209,20 +209,20 @@ static int page_run(struct store__conn *c, void *arg)
                             "ORDER BY first_index", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, p->task_id, -1, SQLITE_STATIC);
+    store__bind_text(st, 1, p->task_id);
     struct { int64_t first, n; } *rows = NULL;
     int nrows = 0, cap = 0, step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((step = store__step(st)) == SQLITE_ROW) {
         if (nrows == cap) {
             cap = cap ? cap * 2 : 64;
             rows = mlr_xrealloc(rows, (size_t)cap * sizeof(*rows));
         }
-        rows[nrows].first = sqlite3_column_int64(st, 0);
-        rows[nrows].n = sqlite3_column_int64(st, 1);
+        rows[nrows].first = store__col_int(st, 0);
+        rows[nrows].n = store__col_int(st, 1);
         d.items += rows[nrows++].n;
     }
     rc = step == SQLITE_DONE ? MLR_OK : store__err(step);
-    sqlite3_reset(st);
+    store__reset(st);
     struct json_object *results = json_object_new_array();
     int64_t pos = 0; /* position (among recorded items) of the current row's first item */
     for (int i = 0; i < nrows && rc == MLR_OK && pos < p->from + p->size; i++) {

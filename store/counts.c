@@ -30,7 +30,7 @@ static int counts_fn(struct store__conn *c, void *arg)
     struct counts_req *r = arg;
     int rc = MLR_OK;
     for (int k = 0; k < STORE__KINDS && rc == MLR_OK; k++) {
-        sqlite3_stmt *st = NULL;
+        struct store__stmt *st = NULL;
         rc = store__stmt(c, sql[k], &st);
         if (rc == MLR_OK)
             rc = store__step_int(st, &r->counts.docs[k]); /* resets the statement */

@@ -131,37 +131,38 @@ int store__seq_next(struct store__conn *c, int64_t *out)
         c->seq_dirty = 1;
         return MLR_OK;
     }
-    sqlite3_stmt *st = NULL;
-    int rc = store__stmt(c, "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
-                            "WHERE key = 'seq_no' RETURNING CAST(value AS INTEGER)", &st);
+    struct store__stmt *st = NULL;
+    int rc = store__stmt(c, STORE_SQL(c, "UPDATE meta SET value = CAST(value AS INTEGER) + 1 "
+                                         "WHERE key = 'seq_no' RETURNING CAST(value AS INTEGER)",
+                                      "SELECT nextval('mlr_seq_no')"), &st);
     if (rc != MLR_OK)
         return rc;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        *out = sqlite3_column_int64(st, 0);
+    if (store__step(st) == SQLITE_ROW)
+        *out = store__col_int(st, 0);
     else
         rc = MLR_ECORRUPT;
-    sqlite3_reset(st);
+    store__reset(st);
     return rc;
 }
 
 /* Binds derived column values from @doc at parameters first.. in table order. */
-static void bind_columns(sqlite3_stmt *st, int first, const struct kind_desc *k,
+static void bind_columns(struct store__stmt *st, int first, const struct kind_desc *k,
                          struct json_object *doc)
 {
     for (int i = 0; i < k->ncols; i++) {
         struct json_object *v = NULL;
         if (!json_object_object_get_ex(doc, k->cols[i].field, &v) || v == NULL) {
-            sqlite3_bind_null(st, first + i);
+            store__bind_null(st, first + i);
             continue;
         }
         if (json_object_is_type(v, json_type_object)) /* owner: {"name": ...} */
             json_object_object_get_ex(v, "name", &v);
         if (v == NULL)
-            sqlite3_bind_null(st, first + i);
+            store__bind_null(st, first + i);
         else if (k->cols[i].integer)
-            sqlite3_bind_int64(st, first + i, json_object_get_int64(v));
+            store__bind_int(st, first + i, json_object_get_int64(v));
         else
-            sqlite3_bind_text(st, first + i, json_object_get_string(v), -1, SQLITE_TRANSIENT);
+            store__bind_text(st, first + i, json_object_get_string(v));
     }
 }
 
@@ -172,29 +173,29 @@ static const char *doc_text(struct json_object *doc)
 }
 
 /* Runs a statement that returns one integer (or none: *out untouched, returns MLR_ENOTFOUND). */
-int store__step_int(sqlite3_stmt *st, int64_t *out)
+int store__step_int(struct store__stmt *st, int64_t *out)
 {
-    int rc = sqlite3_step(st);
+    int rc = store__step(st);
     int ret = rc == SQLITE_ROW ? MLR_OK : rc == SQLITE_DONE ? MLR_ENOTFOUND : store__err(rc);
     if (rc == SQLITE_ROW && out)
-        *out = sqlite3_column_int64(st, 0);
-    sqlite3_reset(st);
+        *out = store__col_int(st, 0);
+    store__reset(st);
     return ret;
 }
 
 /* Finds the id of the model group named @name; MLR_ENOTFOUND when none. */
 static int group_by_name(struct store__conn *c, const char *name, char *id, size_t idlen)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT id FROM model_groups WHERE name = ?", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-    rc = sqlite3_step(st);
+    store__bind_text(st, 1, name);
+    rc = store__step(st);
     if (rc == SQLITE_ROW)
-        snprintf(id, idlen, "%s", (const char *)sqlite3_column_text(st, 0));
+        snprintf(id, idlen, "%s", store__col_text(st, 0));
     int ret = rc == SQLITE_ROW ? MLR_OK : rc == SQLITE_DONE ? MLR_ENOTFOUND : store__err(rc);
-    sqlite3_reset(st);
+    store__reset(st);
     return ret;
 }
 
@@ -254,22 +255,22 @@ int store__doc_insert(struct store__conn *c, enum store_kind kind, const char *i
                       struct json_object *doc, const char *credential, int64_t *seq_out)
 {
     const struct kind_desc *k = &kinds[kind];
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int64_t seq = 0;
     int rc = next_seq(c, &seq);
     if (rc == MLR_OK)
         rc = store__stmt(c, k->insert_sql, &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, 1);
-    sqlite3_bind_int64(st, 3, seq);
-    sqlite3_bind_text(st, 4, doc_text(doc), -1, SQLITE_TRANSIENT);
+    store__bind_text(st, 1, id);
+    store__bind_int(st, 2, 1);
+    store__bind_int(st, 3, seq);
+    store__bind_text(st, 4, doc_text(doc));
     if (credential)
-        sqlite3_bind_text(st, 5, credential, -1, SQLITE_TRANSIENT);
+        store__bind_text(st, 5, credential);
     bind_columns(st, 6, k, doc);
-    int step = sqlite3_step(st);
-    sqlite3_reset(st);
+    int step = store__step(st);
+    store__reset(st);
     if (step != SQLITE_DONE)
         return store__err(step);
     if (seq_out)
@@ -287,12 +288,12 @@ int store__doc_exists(struct store__conn *c, enum store_kind kind, const char *i
         [STORE_MODEL] = "SELECT 1 FROM models WHERE id = ?",
         [STORE_TASK] = "SELECT 1 FROM tasks WHERE id = ?",
     };
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     if (store__stmt(c, sql[kind], &st) != MLR_OK)
         return 0;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    int found = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_reset(st);
+    store__bind_text(st, 1, id);
+    int found = store__step(st) == SQLITE_ROW;
+    store__reset(st);
     return found;
 }
 
@@ -332,25 +333,25 @@ int store_doc_insert(struct store *s, enum store_kind kind, const char *id, stru
 int store__doc_load(struct store__conn *c, enum store_kind kind, const char *id,
                     struct json_object **doc, char **credential, struct store_doc *meta)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, kinds[kind].select_sql, &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    int step = sqlite3_step(st);
+    store__bind_text(st, 1, id);
+    int step = store__step(st);
     if (step == SQLITE_ROW) {
-        *doc = json_tokener_parse((const char *)sqlite3_column_text(st, 0));
-        const unsigned char *cred = sqlite3_column_text(st, 3);
+        *doc = json_tokener_parse(store__col_text(st, 0));
+        const char *cred = store__col_text(st, 3);
         *credential = cred ? mlr_xstrdup((const char *)cred) : NULL;
         if (meta) {
-            meta->version = sqlite3_column_int64(st, 1);
-            meta->seq_no = sqlite3_column_int64(st, 2);
+            meta->version = store__col_int(st, 1);
+            meta->seq_no = store__col_int(st, 2);
         }
         rc = *doc ? MLR_OK : MLR_ECORRUPT;
     } else {
         rc = step == SQLITE_DONE ? MLR_ENOTFOUND : store__err(step);
     }
-    sqlite3_reset(st);
+    store__reset(st);
     return rc;
 }
 
@@ -359,7 +360,7 @@ int store__doc_write(struct store__conn *c, enum store_kind kind, const char *id
                      int64_t *seq_no)
 {
     const struct kind_desc *k = &kinds[kind];
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int64_t seq = 0, ver = 0;
     int rc = next_seq(c, &seq);
     if (rc == MLR_OK)
@@ -368,12 +369,12 @@ int store__doc_write(struct store__conn *c, enum store_kind kind, const char *id
         return rc;
     /* Every update statement numbers its parameters alike: ?1 seq_no, ?2 doc, ?3 credential
      * (unused by tables without one), ?4.. the derived columns, then the id. */
-    sqlite3_bind_int64(st, 1, seq);
-    sqlite3_bind_text(st, 2, doc_text(doc), -1, SQLITE_TRANSIENT);
+    store__bind_int(st, 1, seq);
+    store__bind_text(st, 2, doc_text(doc));
     if (credential)
-        sqlite3_bind_text(st, 3, credential, -1, SQLITE_TRANSIENT);
+        store__bind_text(st, 3, credential);
     bind_columns(st, 4, k, doc);
-    sqlite3_bind_text(st, 4 + k->ncols, id, -1, SQLITE_TRANSIENT);
+    store__bind_text(st, 4 + k->ncols, id);
     rc = store__step_int(st, &ver);
     if (rc == MLR_OK && version)
         *version = ver;
@@ -434,33 +435,33 @@ int store_doc_update(struct store *s, enum store_kind kind, const char *id, stor
 /* Collects the ids of models using connector @id into "[a, b]"; returns how many. */
 static int models_using_connector(struct store__conn *c, const char *id, struct mlr_buf *out)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     if (store__stmt(c, "SELECT id FROM models WHERE connector_id = ? ORDER BY id", &st) != MLR_OK)
         return -1;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    store__bind_text(st, 1, id);
     int n = 0;
     mlr_buf_puts(out, "[");
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (store__step(st) == SQLITE_ROW) {
         if (n++ > 0)
             mlr_buf_puts(out, ", ");
-        mlr_buf_puts(out, (const char *)sqlite3_column_text(st, 0));
+        mlr_buf_puts(out, store__col_text(st, 0));
     }
     mlr_buf_puts(out, "]");
-    sqlite3_reset(st);
+    store__reset(st);
     return n;
 }
 
 /* The per-kind refusal rules of a delete, checked inside the deleting transaction. */
 static int delete_check(struct store__conn *c, struct doc_op *d)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int64_t n = 0;
     int rc = MLR_OK;
     switch (d->kind) {
     case STORE_MODEL_GROUP:
         rc = store__stmt(c, "SELECT count(*) FROM models WHERE model_group_id = ?", &st);
         if (rc == MLR_OK) {
-            sqlite3_bind_text(st, 1, d->id, -1, SQLITE_TRANSIENT);
+            store__bind_text(st, 1, d->id);
             rc = store__step_int(st, &n);
         }
         return rc == MLR_OK && n > 0 ? MLR_ECONFLICT : rc;
@@ -479,7 +480,7 @@ static int delete_check(struct store__conn *c, struct doc_op *d)
     }
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, d->id, -1, SQLITE_TRANSIENT);
+    store__bind_text(st, 1, d->id);
     rc = store__step_int(st, NULL);
     return rc == MLR_OK ? MLR_EBUSY : rc == MLR_ENOTFOUND ? MLR_OK : rc;
 }
@@ -490,14 +491,14 @@ static int delete_run(struct store__conn *c, struct store__op *op)
     if (!store__doc_exists(c, d->kind, d->id))
         return MLR_ENOTFOUND;
     int rc = delete_check(c, d);
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     if (rc == MLR_OK)
         rc = next_seq(c, &d->seq_no);
     if (rc == MLR_OK)
         rc = store__stmt(c, kinds[d->kind].delete_sql, &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, d->id, -1, SQLITE_TRANSIENT);
+    store__bind_text(st, 1, d->id);
     rc = store__step_int(st, &d->version);
     d->version++; /* a delete is a new version of the document, as in OpenSearch */
     return rc;
@@ -549,7 +550,7 @@ static int register_group(struct store__conn *c, struct register_op *r)
     }
     /* One statement, no JSON round trip through C: SET expressions see the old row, so
      * latest_version + 1 is the new version in both the column and the document. */
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int64_t seq = 0;
     int rc = next_seq(c, &seq);
     if (rc == MLR_OK)
@@ -560,9 +561,9 @@ static int register_group(struct store__conn *c, struct register_op *r)
                          &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, now);
-    sqlite3_bind_int64(st, 2, seq);
-    sqlite3_bind_text(st, 3, r->used_group, -1, SQLITE_TRANSIENT);
+    store__bind_int(st, 1, now);
+    store__bind_int(st, 2, seq);
+    store__bind_text(st, 3, r->used_group);
     rc = store__step_int(st, &latest);
     if (rc == MLR_ENOTFOUND)
         mlr_buf_puts(&r->d.detail, "group");
@@ -678,7 +679,7 @@ static int get_fn(struct store__conn *c, void *arg)
     struct json_object *doc = NULL;
     int rc = store__doc_load(c, g->kind, g->id, &doc, &g->credential, &g->out);
     if (rc == MLR_ENOTFOUND) {
-        sqlite3_stmt *st = NULL;
+        struct store__stmt *st = NULL;
         int64_t any = 0;
         if (store__stmt(c, kinds[g->kind].any_sql, &st) == MLR_OK)
             store__step_int(st, &any);

@@ -27,30 +27,30 @@ static int rekey_table(struct store__conn *c, struct rekey_op *o, const char *ta
     char sql[128];
     snprintf(sql, sizeof(sql), "SELECT id, credential FROM %s WHERE credential IS NOT NULL",
              table);
-    sqlite3_stmt *st = NULL, *up = NULL;
-    int rc = store__err(sqlite3_prepare_v2(c->db, sql, -1, &st, NULL));
+    struct store__stmt *st = NULL, *up = NULL;
+    int rc = store__prepare(c, sql, &st);
     snprintf(sql, sizeof(sql), "UPDATE %s SET credential = ? WHERE id = ?", table);
     if (rc == MLR_OK)
-        rc = store__err(sqlite3_prepare_v2(c->db, sql, -1, &up, NULL));
+        rc = store__prepare(c, sql, &up);
     int step;
-    while (rc == MLR_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *id = (const char *)sqlite3_column_text(st, 0);
+    while (rc == MLR_OK && (step = store__step(st)) == SQLITE_ROW) {
+        const char *id = store__col_text(st, 0);
         char *owner = mlr_xasprintf("%s:%s", kind, id), *sealed = NULL;
-        rc = o->fn(owner, (const char *)sqlite3_column_text(st, 1), &sealed, o->arg);
+        rc = o->fn(owner, store__col_text(st, 1), &sealed, o->arg);
         free(owner);
         if (rc != MLR_OK)
             break;
-        sqlite3_bind_text(up, 1, sealed, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_text(up, 2, id, -1, SQLITE_TRANSIENT);
-        rc = store__err(sqlite3_step(up));
-        sqlite3_reset(up);
+        store__bind_text(up, 1, sealed);
+        store__bind_text(up, 2, id);
+        rc = store__err(store__step(up));
+        store__reset(up);
         free(sealed);
         o->count++;
     }
     if (rc == MLR_OK && step != SQLITE_DONE)
         rc = store__err(step);
-    sqlite3_finalize(st);
-    sqlite3_finalize(up);
+    store__finalize(st);
+    store__finalize(up);
     return rc;
 }
 
@@ -60,14 +60,14 @@ static int rekey_run(struct store__conn *c, struct store__op *op)
     int rc = rekey_table(c, o, "connectors", "connector");
     if (rc == MLR_OK)
         rc = rekey_table(c, o, "models", "model");
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     if (rc == MLR_OK)
         rc = store__stmt(c, "INSERT OR REPLACE INTO meta(key, value) "
                             "VALUES('master_key_check', ?)", &st);
     if (rc == MLR_OK) {
-        sqlite3_bind_text(st, 1, o->check, -1, SQLITE_STATIC);
-        rc = store__err(sqlite3_step(st));
-        sqlite3_reset(st);
+        store__bind_text(st, 1, o->check);
+        rc = store__err(store__step(st));
+        store__reset(st);
     }
     return rc;
 }
@@ -103,15 +103,15 @@ int store_credentials_rekey(struct store *s, store_rekey_fn fn, void *arg, const
 
 int store_meta_get(struct store *s, const char *key, char **value)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(store__main_conn(s), "SELECT value FROM meta WHERE key = ?", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    int step = sqlite3_step(st);
+    store__bind_text(st, 1, key);
+    int step = store__step(st);
     if (step == SQLITE_ROW)
-        *value = mlr_xstrdup((const char *)sqlite3_column_text(st, 0));
+        *value = mlr_xstrdup(store__col_text(st, 0));
     rc = step == SQLITE_ROW ? MLR_OK : step == SQLITE_DONE ? MLR_ENOTFOUND : store__err(step);
-    sqlite3_reset(st);
+    store__reset(st);
     return rc;
 }

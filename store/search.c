@@ -1308,33 +1308,33 @@ char *store__search_sql(const struct store__index *ix, const struct store__query
     return b.data; /* the caller now owns the bytes */
 }
 
-static int bind_vals(sqlite3_stmt *st, const struct store__query *q)
+static int bind_vals(struct store__stmt *st, const struct store__query *q)
 {
     int rc = SQLITE_OK;
     for (size_t i = 0; i < q->nvals && rc == SQLITE_OK; i++) {
         const struct store__val *v = &q->vals[i];
         int idx = (int)i + 1;
         if (v->kind == STORE__VAL_TEXT)
-            rc = sqlite3_bind_text(st, idx, v->text, -1, SQLITE_STATIC);
+            rc = store__bind_text(st, idx, v->text);
         else if (v->kind == STORE__VAL_INT)
-            rc = sqlite3_bind_int64(st, idx, v->i);
+            rc = store__bind_int(st, idx, v->i);
         else
-            rc = sqlite3_bind_double(st, idx, v->d);
+            rc = store__bind_real(st, idx, v->d);
     }
     return store__err(rc);
 }
 
 static int prepare(struct store__conn *c, const char *sql, const struct store__query *q,
-                   sqlite3_stmt **out)
+                   struct store__stmt **out)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = store__err(sqlite3_prepare_v2(c->db, sql, -1, &st, NULL));
+    struct store__stmt *st = NULL;
+    int rc = store__prepare(c, sql, &st);
     if (rc == MLR_OK)
         rc = bind_vals(st, q);
     if (rc != MLR_OK) {
         if (st == NULL)
-            mlr_log(MLR_LOG_ERROR, "store", "search: %s", sqlite3_errmsg(c->db));
-        sqlite3_finalize(st);
+            mlr_log(MLR_LOG_ERROR, "store", "search: %s", store__errmsg(c));
+        store__finalize(st);
         return rc;
     }
     *out = st;
@@ -1351,50 +1351,50 @@ static int count_hits(struct store__conn *c, const struct store__index *ix,
                                       q->where.data)
                       : mlr_xasprintf("SELECT count(*) FROM (SELECT 1 FROM %s WHERE %s LIMIT ?)",
                                       ix->table, q->where.data);
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = prepare(c, sql, q, &st);
     if (rc == MLR_OK && !exact)
-        rc = store__err(sqlite3_bind_int64(st, (int)q->nvals + 1, q->track_total + 1));
-    int step = rc == MLR_OK ? sqlite3_step(st) : SQLITE_ERROR;
+        rc = store__err(store__bind_int(st, (int)q->nvals + 1, q->track_total + 1));
+    int step = rc == MLR_OK ? store__step(st) : SQLITE_ERROR;
     if (rc == MLR_OK && step != SQLITE_ROW)
         rc = store__err(step) == MLR_OK ? MLR_EIO : store__err(step);
     if (rc == MLR_OK) {
-        int64_t n = sqlite3_column_int64(st, 0);
+        int64_t n = store__col_int(st, 0);
         *gte = n > q->track_total;
         *total = *gte ? q->track_total : n;
     }
-    sqlite3_finalize(st);
+    store__finalize(st);
     free(sql);
     return rc;
 }
 
 /* Prepares the hits SELECT, reading _version/_seq_no when the table has them, else 1 and 0. */
 static int prepare_hits(struct store__conn *c, const struct store__index *ix,
-                        const struct store__query *q, sqlite3_stmt **out)
+                        const struct store__query *q, struct store__stmt **out)
 {
     struct mlr_buf sql;
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int prc = SQLITE_ERROR;
     mlr_buf_init(&sql, 0);
     for (int meta = 1; meta >= 0; meta--) {
         mlr_buf_reset(&sql);
         build_select(ix, q, meta, &sql);
-        prc = sqlite3_prepare_v2(c->db, sql.data, -1, &st, NULL);
-        if (prc == SQLITE_OK || strstr(sqlite3_errmsg(c->db), "no such column") == NULL)
+        prc = store__prepare(c, sql.data, &st);
+        if (prc == MLR_OK || strstr(store__errmsg(c), "no such column") == NULL)
             break;
     }
     mlr_buf_cleanup(&sql);
-    if (prc != SQLITE_OK) {
-        mlr_log(MLR_LOG_ERROR, "store", "search: %s", sqlite3_errmsg(c->db));
-        return store__err(prc) == MLR_OK ? MLR_EIO : store__err(prc);
+    if (prc != MLR_OK) {
+        mlr_log(MLR_LOG_ERROR, "store", "search: %s", store__errmsg(c));
+        return prc;
     }
     int rc = bind_vals(st, q);
     if (rc == MLR_OK)
-        rc = store__err(sqlite3_bind_int64(st, (int)q->nvals + 1, q->size));
+        rc = store__err(store__bind_int(st, (int)q->nvals + 1, q->size));
     if (rc == MLR_OK)
-        rc = store__err(sqlite3_bind_int64(st, (int)q->nvals + 2, q->from));
+        rc = store__err(store__bind_int(st, (int)q->nvals + 2, q->from));
     if (rc != MLR_OK) {
-        sqlite3_finalize(st);
+        store__finalize(st);
         return rc;
     }
     *out = st;
@@ -1526,22 +1526,22 @@ static struct json_object *source_new(const struct store__query *q, const char *
     return out;
 }
 
-static struct json_object *column_json(sqlite3_stmt *st, int i)
+static struct json_object *column_json(struct store__stmt *st, int i)
 {
-    switch (sqlite3_column_type(st, i)) {
+    switch (store__col_type(st, i)) {
     case SQLITE_INTEGER:
-        return json_object_new_int64(sqlite3_column_int64(st, i));
+        return json_object_new_int64(store__col_int(st, i));
     case SQLITE_FLOAT:
-        return json_object_new_double(sqlite3_column_double(st, i));
+        return json_object_new_double(store__col_real(st, i));
     case SQLITE_NULL:
         return NULL;
     default:
-        return json_object_new_string((const char *)sqlite3_column_text(st, i));
+        return json_object_new_string(store__col_text(st, i));
     }
 }
 
 /* The values a hit was sorted by, in the order of the client's sort keys. */
-static struct json_object *sort_values(const struct store__query *q, sqlite3_stmt *st)
+static struct json_object *sort_values(const struct store__query *q, struct store__stmt *st)
 {
     struct json_object *arr = json_object_new_array();
     int col = 4; /* after id, doc, version, seq_no */
@@ -1554,20 +1554,19 @@ static struct json_object *sort_values(const struct store__query *q, sqlite3_stm
 }
 
 static struct json_object *hit_new(const struct store__index *ix, const struct store__query *q,
-                                   sqlite3_stmt *st)
+                                   struct store__stmt *st)
 {
     struct json_object *h = json_object_new_object();
     /* Every json_object_object_add() below consumes its value. */
     json_object_object_add(h, "_index", json_object_new_string(ix->os_index));
-    json_object_object_add(h, "_id", json_object_new_string((const char *)
-                                                                sqlite3_column_text(st, 0)));
-    json_object_object_add(h, "_version", json_object_new_int64(sqlite3_column_int64(st, 2)));
-    json_object_object_add(h, "_seq_no", json_object_new_int64(sqlite3_column_int64(st, 3)));
+    json_object_object_add(h, "_id", json_object_new_string(store__col_text(st, 0)));
+    json_object_object_add(h, "_version", json_object_new_int64(store__col_int(st, 2)));
+    json_object_object_add(h, "_seq_no", json_object_new_int64(store__col_int(st, 3)));
     json_object_object_add(h, "_primary_term", json_object_new_int(1));
     json_object_object_add(h, "_score", json_object_new_double(q->score));
     if (q->source)
         json_object_object_add(h, "_source",
-                               source_new(q, (const char *)sqlite3_column_text(st, 1)));
+                               source_new(q, store__col_text(st, 1)));
     if (q->nsort > 0)
         json_object_object_add(h, "sort", sort_values(q, st));
     return h;
@@ -1576,18 +1575,18 @@ static struct json_object *hit_new(const struct store__index *ix, const struct s
 static int fetch_hits(struct store__conn *c, const struct store__index *ix,
                       const struct store__query *q, struct json_object *hits)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = prepare_hits(c, ix, q, &st);
     if (rc != MLR_OK)
         return rc;
     int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+    while ((step = store__step(st)) == SQLITE_ROW)
         json_object_array_add(hits, hit_new(ix, q, st)); /* consumes the hit */
     if (step != SQLITE_DONE) {
-        mlr_log(MLR_LOG_ERROR, "store", "search: %s", sqlite3_errmsg(c->db));
+        mlr_log(MLR_LOG_ERROR, "store", "search: %s", store__errmsg(c));
         rc = store__err(step) == MLR_OK ? MLR_EIO : store__err(step);
     }
-    sqlite3_finalize(st);
+    store__finalize(st);
     return rc;
 }
 

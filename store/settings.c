@@ -12,22 +12,22 @@
 
 int store_settings_load(struct store *s, struct json_object **out)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(store__main_conn(s), "SELECT key, value FROM settings ORDER BY key", &st);
     if (rc != MLR_OK)
         return rc;
     struct json_object *layer = json_object_new_object();
     int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *key = (const char *)sqlite3_column_text(st, 0);
-        struct json_object *v = json_tokener_parse((const char *)sqlite3_column_text(st, 1));
+    while ((step = store__step(st)) == SQLITE_ROW) {
+        const char *key = store__col_text(st, 0);
+        struct json_object *v = json_tokener_parse(store__col_text(st, 1));
         if (v == NULL) {
             mlr_log(MLR_LOG_WARN, "store", "ignoring unreadable stored setting [%s]", key);
             continue;
         }
         json_object_object_add(layer, key, v); /* consumes v */
     }
-    sqlite3_reset(st);
+    store__reset(st);
     if (step != SQLITE_DONE) {
         json_object_put(layer);
         return store__err(step);
@@ -53,18 +53,17 @@ static int settings_put_run(struct store__conn *c, struct store__op *op)
     int64_t now = mlr_now_ms();
     json_object_object_foreach(p->changes, key, val)
     {
-        sqlite3_stmt *st = NULL;
+        struct store__stmt *st = NULL;
         int rc = store__stmt(c, val ? upsert : del, &st);
         if (rc != MLR_OK)
             return rc;
-        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        store__bind_text(st, 1, key);
         if (val) {
-            sqlite3_bind_text(st, 2, json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN),
-                              -1, SQLITE_TRANSIENT);
-            sqlite3_bind_int64(st, 3, now);
+            store__bind_text(st, 2, json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN));
+            store__bind_int(st, 3, now);
         }
-        rc = store__err(sqlite3_step(st));
-        sqlite3_reset(st);
+        rc = store__err(store__step(st));
+        store__reset(st);
         if (rc != MLR_OK)
             return rc;
     }

@@ -28,7 +28,8 @@ struct store {
     uv_loop_t *loop;               /* completions are delivered here */
     uv_async_t wake;               /* writer -> loop: a batch is done */
     struct store_options opts;     /* resolved tunables */
-    char *path;                    /* database file */
+    char *path;                    /* database file, or the PostgreSQL URL */
+    int pg;                        /* the PostgreSQL backend (path is a URL) */
     struct store__conn main;       /* loop thread: start-up reads only */
     struct store__conn writer;     /* writer thread only */
     struct store__conn *readers;   /* pool of opts.read_connections */
@@ -90,41 +91,9 @@ int store__err(int rc)
     }
 }
 
-int store__stmt(struct store__conn *c, const char *sql, sqlite3_stmt **out)
-{
-    for (int i = 0; i < c->ncache; i++) {
-        if (c->cache[i].sql == sql) {
-            sqlite3_reset(c->cache[i].st);
-            sqlite3_clear_bindings(c->cache[i].st);
-            *out = c->cache[i].st;
-            return MLR_OK;
-        }
-    }
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
-    if (rc != SQLITE_OK)
-        return store__err(rc);
-    if (c->ncache < STORE_STMT_CACHE) {
-        c->cache[c->ncache].sql = sql;
-        c->cache[c->ncache].st = st;
-        c->ncache++;
-    } else {
-        /* The cache is sized above the number of distinct statements; finding it full is a bug. */
-        assert(!"statement cache full");
-        sqlite3_finalize(st);
-        return MLR_EINTERNAL;
-    }
-    *out = st;
-    return MLR_OK;
-}
-
 static void conn_close(struct store__conn *c)
 {
-    for (int i = 0; i < c->ncache; i++)
-        sqlite3_finalize(c->cache[i].st);
-    c->ncache = 0;
-    sqlite3_close(c->db);
-    c->db = NULL;
+    store__conn_close(c);
 }
 
 /*
@@ -151,12 +120,12 @@ static int conn_open(struct store__conn *c, const char *path, int flags, int bus
     if (rc == SQLITE_OK)
         rc = sqlite3_busy_timeout(c->db, busy_ms);
     if (rc == SQLITE_OK)
-        rc = sqlite3_exec(c->db, pragmas, NULL, NULL, NULL);
+        rc = store__exec(c, pragmas);
     if (rc == SQLITE_OK && store__search_register(c->db) != MLR_OK)
         rc = SQLITE_ERROR;
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open database %s: %s", path,
-                 c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+                 c->db ? store__errmsg(c) : sqlite3_errstr(rc));
         conn_close(c);
         return store__err(rc) == MLR_OK ? MLR_EIO : store__err(rc);
     }
@@ -169,19 +138,19 @@ static int conn_open(struct store__conn *c, const char *path, int flags, int bus
 
 static int exec(struct store__conn *c, const char *sql)
 {
-    return store__err(sqlite3_exec(c->db, sql, NULL, NULL, NULL));
+    return store__err(store__exec(c, sql));
 }
 
 /* Runs a cached statement without parameters (the per-op savepoint statements run thousands of
  * times a second; preparing them once saves the parse). */
 static int run_cached(struct store__conn *c, const char *sql)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, sql, &st);
     if (rc != MLR_OK)
         return rc;
-    rc = store__err(sqlite3_step(st));
-    sqlite3_reset(st);
+    rc = store__err(store__step(st));
+    store__reset(st);
     return rc;
 }
 
@@ -197,12 +166,17 @@ static const char sql_release[] = "RELEASE op";
  */
 static int seq_load(struct store__conn *c)
 {
-    sqlite3_stmt *st = NULL;
+    if (c->pg) {
+        /* Several nodes write at once: numbers come from a sequence (store__seq_next). */
+        c->seq_batched = 0;
+        return MLR_OK;
+    }
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'seq_no'", &st);
-    if (rc == MLR_OK && sqlite3_step(st) == SQLITE_ROW)
-        c->seq = sqlite3_column_int64(st, 0);
+    if (rc == MLR_OK && store__step(st) == SQLITE_ROW)
+        c->seq = store__col_int(st, 0);
     if (st)
-        sqlite3_reset(st);
+        store__reset(st);
     c->seq_batched = rc == MLR_OK;
     c->seq_dirty = 0;
     return rc;
@@ -210,13 +184,13 @@ static int seq_load(struct store__conn *c)
 
 static int seq_save(struct store__conn *c)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = c->seq_dirty ? store__stmt(c, "UPDATE meta SET value = ? WHERE key = 'seq_no'", &st)
                           : MLR_OK;
     if (rc == MLR_OK && st) {
-        sqlite3_bind_int64(st, 1, c->seq);
-        rc = store__err(sqlite3_step(st));
-        sqlite3_reset(st);
+        store__bind_int(st, 1, c->seq);
+        rc = store__err(store__step(st));
+        store__reset(st);
     }
     c->seq_batched = 0;
     return rc;
@@ -230,7 +204,7 @@ static int seq_save(struct store__conn *c)
  */
 static int in_transaction(struct store__conn *c)
 {
-    return !sqlite3_get_autocommit(c->db);
+    return store__in_tx(c);
 }
 
 /*
@@ -267,7 +241,9 @@ static void run_batch(struct store *s, struct store__op *batch)
     struct store__conn *c = &s->writer;
     for (struct store__op *op = batch; op; op = op->next)
         op->status = MLR_OK;
-    int rc = exec(c, "BEGIN IMMEDIATE");
+    int rc = store__pg_reconnect(c);
+    if (rc == MLR_OK)
+        rc = exec(c, STORE_SQL(c, "BEGIN IMMEDIATE", "BEGIN"));
     if (rc == MLR_OK)
         rc = seq_load(c);
     for (struct store__op *op = batch; op && rc == MLR_OK; op = op->next)
@@ -278,7 +254,7 @@ static void run_batch(struct store *s, struct store__op *batch)
         rc = exec(c, "COMMIT");
     if (rc != MLR_OK) {
         mlr_log(MLR_LOG_ERROR, "store", "write transaction failed, %s: %s", mlr_strerror(rc),
-                sqlite3_errmsg(c->db));
+                store__errmsg(c));
         if (in_transaction(c))
             exec(c, "ROLLBACK");
         c->seq_batched = 0;
@@ -413,7 +389,9 @@ static void read_work(uv_work_t *w)
 {
     struct read_req *r = container_of(w, struct read_req, work);
     struct store__conn *c = store__reader_acquire(r->s);
-    r->status = r->fn(c, r->arg);
+    r->status = store__pg_reconnect(c);
+    if (r->status == MLR_OK)
+        r->status = r->fn(c, r->arg);
     store__reader_release(r->s, c);
 }
 
@@ -465,27 +443,27 @@ static void resolve_options(struct store_options *o, const struct store_options 
 static int load_cluster_uuid(struct store *s, char *err, size_t errlen)
 {
     char id[MLR_ID_LEN + 1], uuid[32];
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = mlr_id_new(id);
     if (rc == MLR_OK) {
         snprintf(uuid, sizeof(uuid), "%s%.2s", id, id + 3);
-        rc = store__stmt(&s->main, "INSERT OR IGNORE INTO meta(key, value) "
-                                   "VALUES('cluster_uuid', ?)", &st);
+        rc = store__stmt(&s->main, "INSERT INTO meta(key, value) VALUES('cluster_uuid', ?) "
+                                   "ON CONFLICT DO NOTHING", &st);
     }
     if (rc == MLR_OK) {
-        sqlite3_bind_text(st, 1, uuid, -1, SQLITE_TRANSIENT);
-        rc = store__err(sqlite3_step(st));
+        store__bind_text(st, 1, uuid);
+        rc = store__err(store__step(st));
     }
     if (rc == MLR_OK)
         rc = store__stmt(&s->main, "SELECT value FROM meta WHERE key = 'cluster_uuid'", &st);
-    if (rc == MLR_OK && sqlite3_step(st) == SQLITE_ROW)
-        snprintf(s->cluster_uuid, sizeof(s->cluster_uuid), "%s", sqlite3_column_text(st, 0));
+    if (rc == MLR_OK && store__step(st) == SQLITE_ROW)
+        snprintf(s->cluster_uuid, sizeof(s->cluster_uuid), "%s", store__col_text(st, 0));
     else if (rc == MLR_OK)
         rc = MLR_ECORRUPT;
     if (st)
-        sqlite3_reset(st);
+        store__reset(st);
     if (rc != MLR_OK)
-        snprintf(err, errlen, "cannot read cluster uuid: %s", sqlite3_errmsg(s->main.db));
+        snprintf(err, errlen, "cannot read cluster uuid: %s", store__errmsg(&s->main));
     return rc;
 }
 
@@ -495,8 +473,9 @@ static int open_readers(struct store *s, char *err, size_t errlen)
     s->readers = mlr_xcalloc((size_t)n, sizeof(*s->readers));
     s->reader_free = mlr_xcalloc((size_t)n, sizeof(int));
     for (int i = 0; i < n; i++) {
-        int rc = conn_open(&s->readers[i], s->path, SQLITE_OPEN_READWRITE,
-                           s->opts.busy_timeout_ms, CACHE_OTHER_KIB, err, errlen);
+        int rc = s->pg ? store__pg_connect(&s->readers[i], s->path, err, errlen)
+                       : conn_open(&s->readers[i], s->path, SQLITE_OPEN_READWRITE,
+                                   s->opts.busy_timeout_ms, CACHE_OTHER_KIB, err, errlen);
         if (rc != MLR_OK)
             return rc;
         s->reader_free[s->nreader_free++] = i;
@@ -504,8 +483,28 @@ static int open_readers(struct store *s, char *err, size_t errlen)
     return MLR_OK;
 }
 
+/* PostgreSQL: the same connections, with the dialect's migrations; see pg.c. */
+static int open_all_pg(struct store *s, char *err, size_t errlen)
+{
+    int rc = store__pg_connect(&s->main, s->path, err, errlen);
+    if (rc == MLR_OK)
+        rc = store__pg_migrate(&s->main, store__pg_migrations, store__pg_migrations_count, err,
+                               errlen);
+    if (rc == MLR_OK)
+        rc = load_cluster_uuid(s, err, errlen);
+    if (rc == MLR_OK)
+        rc = store__pg_connect(&s->writer, s->path, err, errlen);
+    if (rc == MLR_OK)
+        rc = open_readers(s, err, errlen);
+    if (rc == MLR_OK)
+        rc = store__pg_schema_version(&s->main, &s->schema_version);
+    return rc;
+}
+
 static int open_all(struct store *s, char *err, size_t errlen)
 {
+    if (s->pg)
+        return open_all_pg(s, err, errlen);
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     int rc = conn_open(&s->main, s->path, flags, s->opts.busy_timeout_ms, CACHE_OTHER_KIB, err,
                        errlen);
@@ -519,17 +518,16 @@ static int open_all(struct store *s, char *err, size_t errlen)
     /* Checkpoint less often than SQLite's default (1000 pages): hot index pages rewritten by
      * many commits are then copied back once instead of many times. */
     if (rc == MLR_OK)
-        rc = store__err(sqlite3_exec(s->writer.db, "PRAGMA wal_autocheckpoint=8000", NULL, NULL,
-                                     NULL));
+        rc = exec(&s->writer, "PRAGMA wal_autocheckpoint=8000");
     if (rc == MLR_OK)
         rc = open_readers(s, err, errlen);
     if (rc == MLR_OK) {
-        sqlite3_stmt *st = NULL;
+        struct store__stmt *st = NULL;
         rc = store__stmt(&s->main, "PRAGMA user_version", &st);
-        if (rc == MLR_OK && sqlite3_step(st) == SQLITE_ROW)
-            s->schema_version = sqlite3_column_int(st, 0);
+        if (rc == MLR_OK && store__step(st) == SQLITE_ROW)
+            s->schema_version = store__col_int(st, 0);
         if (st)
-            sqlite3_reset(st);
+            store__reset(st);
     }
     return rc;
 }
@@ -564,6 +562,7 @@ int store_open(uv_loop_t *loop, const char *path, const struct store_options *op
     struct store *s = mlr_xcalloc(1, sizeof(*s));
     s->loop = loop;
     s->path = mlr_xstrdup(path);
+    s->pg = store__is_url(path);
     resolve_options(&s->opts, opts);
     mlr_histogram_init(&s->commit_us, mlr_metrics_latency_us, mlr_metrics_latency_us_count);
     mlr_histogram_init(&s->batch_size, batch_bounds,

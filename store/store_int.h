@@ -10,6 +10,8 @@
 
 #include "store.h"
 
+struct store__conn;
+
 /* One embedded migration (generated from migrations/NNNN_name.sql at build time). */
 struct store__migration {
     int version;      /* NNNN: 1, 2, ... with no gaps */
@@ -18,6 +20,9 @@ struct store__migration {
 };
 extern const struct store__migration store__migrations[];
 extern const size_t store__migrations_count;
+/* The same history in PostgreSQL's dialect (migrations/postgres/). */
+extern const struct store__migration store__pg_migrations[];
+extern const size_t store__pg_migrations_count;
 
 /*
  * Applies @list[0..n) above the database's PRAGMA user_version, each in its own transaction.
@@ -26,6 +31,16 @@ extern const size_t store__migrations_count;
  */
 int store__migrate(sqlite3 *db, const struct store__migration *list, size_t n, char *err,
                    size_t errlen);
+
+/*
+ * PostgreSQL (pg.c): applies @list above the version recorded in table mlr_schema, each with its
+ * version bump in one transaction, holding an advisory lock so nodes starting together migrate
+ * once. Same returns as store__migrate().
+ */
+int store__pg_migrate(struct store__conn *c, const struct store__migration *list, size_t n,
+                      char *err, size_t errlen);
+/* PostgreSQL: the schema version recorded in mlr_schema. */
+int store__pg_schema_version(struct store__conn *c, int *out);
 
 /*
  * The VFS every store connection opens with: "mlr-fault" in test builds (vfs.c, a shim whose disk
@@ -37,25 +52,81 @@ const char *store__vfs_name(void);
 /* Translates a SQLite result code into the project's error space. */
 int store__err(int rc);
 
-/* A cached prepared statement, keyed by the address of its static SQL text. */
+/* ------------------------------------------------------------------------------------------ */
+/* Statements (db.c): one API over SQLite and PostgreSQL                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+struct pg_conn;     /* libpq's PGconn */
+struct store__stmt; /* a prepared statement of either backend */
+
+/* A connection of either backend, with its cache of prepared statements. */
 #define STORE_STMT_CACHE 128
 struct store__conn {
-    sqlite3 *db;
+    sqlite3 *db;           /* SQLite backend, or NULL */
+    struct pg_conn *pg;    /* PostgreSQL backend, or NULL */
     struct {
         const char *sql;   /* static string the statement was prepared from */
-        sqlite3_stmt *st;
+        struct store__stmt *st;
     } cache[STORE_STMT_CACHE];
     int ncache;            /* used entries of cache */
+    int changes;           /* PostgreSQL: rows changed by the last statement */
+    char errmsg[256];      /* PostgreSQL: the last error */
     int64_t seq;           /* writer: last _seq_no handed out in this transaction */
     int seq_batched;       /* writer: seq is loaded; store it at commit */
     int seq_dirty;         /* writer: seq moved since it was loaded */
 };
 
-/* Hands out the next _seq_no on @c (from memory inside a writer batch, else from the row). */
-int store__seq_next(struct store__conn *c, int64_t *out);
+/* The SQL text for @c's backend: both arguments are static strings (the statement cache is
+ * keyed by their addresses). Used where the dialects differ. */
+#define STORE_SQL(c, lite_sql, pg_sql) ((c)->pg ? (pg_sql) : (lite_sql))
 
 /* Returns the cached statement for @sql (reset, bindings cleared), preparing it on first use. */
-int store__stmt(struct store__conn *c, const char *sql, sqlite3_stmt **out);
+int store__stmt(struct store__conn *c, const char *sql, struct store__stmt **out);
+/* Prepares @sql uncached (dynamic SQL); the caller store__finalize()s it. Returns an mlr_err. */
+int store__prepare(struct store__conn *c, const char *sql, struct store__stmt **out);
+void store__finalize(struct store__stmt *st);
+/* Ends the current execution and clears the bindings. Accepts NULL. */
+void store__reset(struct store__stmt *st);
+/* Bindings, numbered from 1; values are copied. A NULL text binds SQL NULL. */
+int store__bind_text(struct store__stmt *st, int i, const char *v);
+int store__bind_int(struct store__stmt *st, int i, int64_t v);
+int store__bind_real(struct store__stmt *st, int i, double v);
+int store__bind_null(struct store__stmt *st, int i);
+/* Runs or advances: SQLITE_ROW, SQLITE_DONE or a SQLite error code (PostgreSQL's translated). */
+int store__step(struct store__stmt *st);
+/* Columns of the current row, numbered from 0. Texts are NULL for SQL NULL and valid until the
+ * next step or reset. Booleans read as 1 and 0. */
+const char *store__col_text(struct store__stmt *st, int i);
+int store__col_bytes(struct store__stmt *st, int i);
+int64_t store__col_int(struct store__stmt *st, int i);
+double store__col_real(struct store__stmt *st, int i);
+int store__col_null(struct store__stmt *st, int i);
+/* SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT or SQLITE_NULL (PostgreSQL: from the column type). */
+int store__col_type(struct store__stmt *st, int i);
+/* Rows changed by the last INSERT/UPDATE/DELETE on @c. */
+int store__changes(struct store__conn *c);
+/* Runs @sql (one or more statements, no parameters): a SQLite result code. */
+int store__exec(struct store__conn *c, const char *sql);
+/* The message of @c's last error. */
+const char *store__errmsg(struct store__conn *c);
+/* 1 inside a transaction. */
+int store__in_tx(struct store__conn *c);
+/* 1 when @path is a postgres:// or postgresql:// URL. */
+int store__is_url(const char *path);
+/* Closes either backend's connection and its statements; @c can be reopened. */
+void store__conn_close(struct store__conn *c);
+/* Opens a PostgreSQL connection to @url. */
+int store__pg_connect(struct store__conn *c, const char *url, char *err, size_t errlen);
+/* Re-establishes a PostgreSQL connection that broke (statements are re-prepared lazily). */
+int store__pg_reconnect(struct store__conn *c);
+/* PostgreSQL: the connection's socket, for waiting on notifications; -1 for SQLite. */
+int store__pg_socket(struct store__conn *c);
+/* PostgreSQL: reads pending input and drops queued notifications; returns how many (the first
+ * one's channel in @channel), or -1 when the connection failed. */
+int store__pg_notifies(struct store__conn *c, char *channel, size_t len);
+
+/* Hands out the next _seq_no on @c (from memory inside a writer batch, else from the row). */
+int store__seq_next(struct store__conn *c, int64_t *out);
 
 /*
  * A unit of work for the writer thread. run() executes inside the group transaction under its
@@ -97,7 +168,7 @@ int store__doc_write(struct store__conn *c, enum store_kind kind, const char *id
 /* 1 when row @id exists. */
 int store__doc_exists(struct store__conn *c, enum store_kind kind, const char *id);
 /* Steps a statement returning one integer; MLR_ENOTFOUND when it returns no row. */
-int store__step_int(sqlite3_stmt *st, int64_t *out);
+int store__step_int(struct store__stmt *st, int64_t *out);
 /* Checks a read connection out of the pool (blocking) and back in. Not on the loop thread. */
 struct store__conn *store__reader_acquire(struct store *s);
 void store__reader_release(struct store *s, struct store__conn *c);

@@ -64,7 +64,7 @@ struct claim_op {
  * document in place (json_set) and returns what the worker needs. */
 static int claim_one(struct store__conn *c, struct claim_op *o, const char *id)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int64_t seq = 0, now = mlr_now_ms();
     int rc = store__seq_next(c, &seq);
     if (rc == MLR_OK)
@@ -74,26 +74,26 @@ static int claim_one(struct store__conn *c, struct claim_op *o, const char *id)
                             "WHERE id = ?4 RETURNING doc, task_type, model_id, input", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, o->lease_until);
-    sqlite3_bind_int64(st, 2, now);
-    sqlite3_bind_int64(st, 3, seq);
-    sqlite3_bind_text(st, 4, id, -1, SQLITE_TRANSIENT);
-    int step = sqlite3_step(st);
+    store__bind_int(st, 1, o->lease_until);
+    store__bind_int(st, 2, now);
+    store__bind_int(st, 3, seq);
+    store__bind_text(st, 4, id);
+    int step = store__step(st);
     if (step != SQLITE_ROW) {
-        sqlite3_reset(st);
+        store__reset(st);
         return step == SQLITE_DONE ? MLR_OK : store__err(step); /* gone meanwhile: skip it */
     }
     struct store_task *t = &o->tasks[o->n];
     char **s = &o->strings[o->n * 4];
-    const unsigned char *model = sqlite3_column_text(st, 2);
-    const unsigned char *input = sqlite3_column_text(st, 3);
+    const char *model = store__col_text(st, 2);
+    const char *input = store__col_text(st, 3);
     s[3] = input ? mlr_xstrdup((const char *)input) : NULL;
     t->input = s[3];
-    t->doc = json_tokener_parse((const char *)sqlite3_column_text(st, 0));
+    t->doc = json_tokener_parse(store__col_text(st, 0));
     s[0] = mlr_xstrdup(id);
-    s[1] = mlr_xstrdup(sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "");
+    s[1] = mlr_xstrdup(store__col_text(st, 1) ? store__col_text(st, 1) : "");
     s[2] = model ? mlr_xstrdup((const char *)model) : NULL;
-    sqlite3_reset(st);
+    store__reset(st);
     t->id = s[0];
     t->task_type = s[1];
     t->model_id = s[2];
@@ -105,15 +105,15 @@ static int claim_one(struct store__conn *c, struct claim_op *o, const char *id)
 static int select_ids(struct store__conn *c, const char *sql, struct claim_op *o, char **ids,
                       int *n)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, sql, &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_int(st, 1, o->max - *n);
-    sqlite3_bind_int64(st, 2, o->now_ms);
-    while (*n < o->max && sqlite3_step(st) == SQLITE_ROW)
-        ids[(*n)++] = mlr_xstrdup((const char *)sqlite3_column_text(st, 0));
-    sqlite3_reset(st);
+    store__bind_int(st, 1, o->max - *n);
+    store__bind_int(st, 2, o->now_ms);
+    while (*n < o->max && store__step(st) == SQLITE_ROW)
+        ids[(*n)++] = mlr_xstrdup(store__col_text(st, 0));
+    store__reset(st);
     return MLR_OK;
 }
 
@@ -231,7 +231,7 @@ static int finish_model(struct store__conn *c, const struct store_task_result *r
 static int finish_fast(struct store__conn *c, const struct store_task_result *r, int64_t now,
                        int *applied)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int64_t seq = 0;
     int rc = store__seq_next(c, &seq);
     if (rc == MLR_OK)
@@ -243,15 +243,15 @@ static int finish_fast(struct store__conn *c, const struct store_task_result *r,
                             "WHERE id = ?4 AND state = 'RUNNING'", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, r->state, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, now);
-    sqlite3_bind_int64(st, 3, seq);
-    sqlite3_bind_text(st, 4, r->id, -1, SQLITE_TRANSIENT);
+    store__bind_text(st, 1, r->state);
+    store__bind_int(st, 2, now);
+    store__bind_int(st, 3, seq);
+    store__bind_text(st, 4, r->id);
     if (r->error)
-        sqlite3_bind_text(st, 5, r->error, -1, SQLITE_TRANSIENT);
-    rc = store__err(sqlite3_step(st));
-    *applied = rc == MLR_OK && sqlite3_changes(c->db) > 0;
-    sqlite3_reset(st);
+        store__bind_text(st, 5, r->error);
+    rc = store__err(store__step(st));
+    *applied = rc == MLR_OK && store__changes(c) > 0;
+    store__reset(st);
     return rc;
 }
 
@@ -367,21 +367,21 @@ int store_task_finish(struct store *s, const struct store_task_result *r, int n,
 int store_task_recover(struct store *s, int *reset)
 {
     struct store__conn *c = store__main_conn(s);
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT id FROM tasks WHERE state = 'RUNNING'", &st);
     if (rc != MLR_OK)
         return rc;
     char **ids = NULL;
     int n = 0, cap = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (store__step(st) == SQLITE_ROW) {
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
             ids = mlr_xrealloc(ids, (size_t)cap * sizeof(char *));
         }
-        ids[n++] = mlr_xstrdup((const char *)sqlite3_column_text(st, 0));
+        ids[n++] = mlr_xstrdup(store__col_text(st, 0));
     }
-    sqlite3_reset(st);
-    rc = store__err(sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL));
+    store__reset(st);
+    rc = store__err(store__exec(c, "BEGIN IMMEDIATE"));
     int64_t now = mlr_now_ms();
     for (int i = 0; i < n && rc == MLR_OK; i++) {
         struct json_object *doc = NULL;
@@ -399,7 +399,7 @@ int store_task_recover(struct store *s, int *reset)
         json_object_put(doc);
         free(cred);
     }
-    rc = store__err(sqlite3_exec(c->db, rc == MLR_OK ? "COMMIT" : "ROLLBACK", NULL, NULL, NULL));
+    rc = store__err(store__exec(c, rc == MLR_OK ? "COMMIT" : "ROLLBACK"));
     for (int i = 0; i < n; i++)
         free(ids[i]);
     free(ids);
@@ -501,18 +501,18 @@ int store_task_cancel(struct store *s, const char *id, store_write_cb cb, void *
 static int purge_run(struct store__conn *c, struct store__op *op)
 {
     struct row_op *o = container_of(op, struct row_op, op);
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE "
                             "last_update_time < ?1 AND state IN ('COMPLETED', 'FAILED', "
                             "'CANCELLED', 'COMPLETED_WITH_ERROR', 'EXPIRED', 'UNREACHABLE') "
                             "LIMIT ?2)", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_int64(st, 1, o->before_ms);
-    sqlite3_bind_int(st, 2, o->max);
-    rc = store__err(sqlite3_step(st));
-    o->count = sqlite3_changes(c->db);
-    sqlite3_reset(st);
+    store__bind_int(st, 1, o->before_ms);
+    store__bind_int(st, 2, o->max);
+    rc = store__err(store__step(st));
+    o->count = store__changes(c);
+    store__reset(st);
     return rc;
 }
 
@@ -602,21 +602,21 @@ int store_doc_read(struct store *s, enum store_kind kind, const char *id,
 
 int store_models_in_state(struct store *s, const char *state, char ***ids, int *n)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(store__main_conn(s), "SELECT id FROM models WHERE model_state = ?", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, state, -1, SQLITE_TRANSIENT);
+    store__bind_text(st, 1, state);
     char **out = NULL;
     int count = 0, cap = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while (store__step(st) == SQLITE_ROW) {
         if (count == cap) {
             cap = cap ? cap * 2 : 16;
             out = mlr_xrealloc(out, (size_t)cap * sizeof(char *));
         }
-        out[count++] = mlr_xstrdup((const char *)sqlite3_column_text(st, 0));
+        out[count++] = mlr_xstrdup(store__col_text(st, 0));
     }
-    sqlite3_reset(st);
+    store__reset(st);
     *ids = out;
     *n = count;
     return MLR_OK;

@@ -28,19 +28,19 @@ static int usage_run(struct store__conn *c, struct store__op *op)
     struct usage_op *o = container_of(op, struct usage_op, op);
     int rc = MLR_OK;
     for (int i = 0; i < o->n && rc == MLR_OK; i++) {
-        sqlite3_stmt *st = NULL;
+        struct store__stmt *st = NULL;
         rc = store__stmt(c, "UPDATE models SET last_used_ms = ?1, ttl_deadline_ms = ?2 "
                             "WHERE id = ?3", &st);
         if (rc != MLR_OK)
             break;
-        sqlite3_bind_int64(st, 1, o->u[i].last_used_ms);
+        store__bind_int(st, 1, o->u[i].last_used_ms);
         if (o->u[i].deadline_ms >= 0)
-            sqlite3_bind_int64(st, 2, o->u[i].deadline_ms);
+            store__bind_int(st, 2, o->u[i].deadline_ms);
         else
-            sqlite3_bind_null(st, 2);
-        sqlite3_bind_text(st, 3, o->u[i].model_id, -1, SQLITE_STATIC);
-        rc = store__err(sqlite3_step(st));
-        sqlite3_reset(st);
+            store__bind_null(st, 2);
+        store__bind_text(st, 3, o->u[i].model_id);
+        rc = store__err(store__step(st));
+        store__reset(st);
     }
     return rc;
 }
@@ -82,13 +82,13 @@ int store_models_usage_put(struct store *s, const struct store_model_usage *u, i
 int store_model_usage_get(struct store *s, const char *model_id, int64_t *last_used_ms)
 {
     struct store__conn *c = store__reader_acquire(s);
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT last_used_ms FROM models WHERE id = ? AND "
                             "last_used_ms IS NOT NULL", &st);
     if (rc == MLR_OK) {
-        sqlite3_bind_text(st, 1, model_id, -1, SQLITE_STATIC);
+        store__bind_text(st, 1, model_id);
         rc = store__step_int(st, last_used_ms);
-        sqlite3_reset(st);
+        store__reset(st);
     }
     store__reader_release(s, c);
     return rc;

@@ -16,27 +16,27 @@
 
 static int version_bump(struct store__conn *c)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "INSERT INTO meta(key, value) VALUES('users_version', '1') "
                             "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
                          &st);
     if (rc != MLR_OK)
         return rc;
-    rc = store__err(sqlite3_step(st));
-    sqlite3_reset(st);
+    rc = store__err(store__step(st));
+    store__reset(st);
     return rc;
 }
 
 static int version_get(struct store__conn *c, int64_t *out)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'users_version'",
                          &st);
     if (rc != MLR_OK)
         return rc;
     *out = 0;
     rc = store__step_int(st, out);
-    sqlite3_reset(st);
+    store__reset(st);
     return rc == MLR_ENOTFOUND ? MLR_OK : rc;
 }
 
@@ -56,7 +56,7 @@ struct user_op {
 static int user_put_run(struct store__conn *c, struct store__op *op)
 {
     struct user_op *o = container_of(op, struct user_op, op);
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, o->replace ? "INSERT OR REPLACE INTO users(name, password_hash, "
                                          "backend_roles, roles, created_time) VALUES(?,?,?,?,?)"
                                        : "INSERT OR IGNORE INTO users(name, password_hash, "
@@ -64,14 +64,14 @@ static int user_put_run(struct store__conn *c, struct store__op *op)
                          &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, o->name, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, o->password_hash, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, o->backend_roles, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, o->roles, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, mlr_now_ms());
-    rc = store__err(sqlite3_step(st));
-    int changed = sqlite3_changes(c->db) > 0;
-    sqlite3_reset(st);
+    store__bind_text(st, 1, o->name);
+    store__bind_text(st, 2, o->password_hash);
+    store__bind_text(st, 3, o->backend_roles);
+    store__bind_text(st, 4, o->roles);
+    store__bind_int(st, 5, mlr_now_ms());
+    rc = store__err(store__step(st));
+    int changed = store__changes(c) > 0;
+    store__reset(st);
     if (rc == MLR_OK && !changed)
         rc = MLR_EEXIST;
     return rc == MLR_OK ? version_bump(c) : rc;
@@ -80,14 +80,14 @@ static int user_put_run(struct store__conn *c, struct store__op *op)
 static int user_delete_run(struct store__conn *c, struct store__op *op)
 {
     struct user_op *o = container_of(op, struct user_op, op);
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "DELETE FROM users WHERE name = ?", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, o->name, -1, SQLITE_STATIC);
-    rc = store__err(sqlite3_step(st));
-    int changed = sqlite3_changes(c->db) > 0;
-    sqlite3_reset(st);
+    store__bind_text(st, 1, o->name);
+    rc = store__err(store__step(st));
+    int changed = store__changes(c) > 0;
+    store__reset(st);
     if (rc == MLR_OK && !changed)
         rc = MLR_ENOTFOUND;
     return rc == MLR_OK ? version_bump(c) : rc;
@@ -154,7 +154,7 @@ int store_user_delete(struct store *s, const char *name, store_done_cb cb, void 
 static int users_load(struct store__conn *c, int64_t known, struct json_object **out,
                       int64_t *version)
 {
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = version_get(c, version);
     if (rc != MLR_OK || (known >= 0 && *version == known))
         return rc;
@@ -164,20 +164,20 @@ static int users_load(struct store__conn *c, int64_t known, struct json_object *
         return rc;
     struct json_object *all = json_object_new_object();
     int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+    while ((step = store__step(st)) == SQLITE_ROW) {
         struct json_object *u = json_object_new_object();
         json_object_object_add(u, "password_hash",
-                               json_object_new_string((const char *)sqlite3_column_text(st, 1)));
-        struct json_object *br = json_tokener_parse((const char *)sqlite3_column_text(st, 2));
-        struct json_object *ro = json_tokener_parse((const char *)sqlite3_column_text(st, 3));
+                               json_object_new_string(store__col_text(st, 1)));
+        struct json_object *br = json_tokener_parse(store__col_text(st, 2));
+        struct json_object *ro = json_tokener_parse(store__col_text(st, 3));
         json_object_object_add(u, "backend_roles", br ? br : json_object_new_array());
         json_object_object_add(u, "roles", ro ? ro : json_object_new_array());
         json_object_object_add(u, "created_time", json_object_new_int64(
-                                                      sqlite3_column_int64(st, 4)));
-        json_object_object_add(all, (const char *)sqlite3_column_text(st, 0), u);
+                                                      store__col_int(st, 4)));
+        json_object_object_add(all, store__col_text(st, 0), u);
     }
     rc = step == SQLITE_DONE ? MLR_OK : store__err(step);
-    sqlite3_reset(st);
+    store__reset(st);
     if (rc != MLR_OK) {
         json_object_put(all);
         return rc;

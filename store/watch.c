@@ -44,9 +44,9 @@ static void watch_free(struct watch_req *r)
     free(r);
 }
 
-static char *col_dup(sqlite3_stmt *st, int col)
+static char *col_dup(struct store__stmt *st, int col)
 {
-    const unsigned char *t = sqlite3_column_text(st, col);
+    const char *t = store__col_text(st, col);
     return t ? mlr_xstrdup((const char *)t) : NULL;
 }
 
@@ -55,20 +55,20 @@ static char *col_dup(sqlite3_stmt *st, int col)
 static int list_fn(struct store__conn *c, void *arg)
 {
     struct watch_req *r = arg;
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT id, task_type, model_id, input, doc FROM tasks "
                             "WHERE state IN " OPEN_STATES " AND task_type = ?1 "
                             "ORDER BY last_update_time LIMIT ?2", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, r->task_type, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int(st, 2, r->max);
+    store__bind_text(st, 1, r->task_type);
+    store__bind_int(st, 2, r->max);
     int step = SQLITE_DONE;
     while (r->n < r->max) {
-        step = sqlite3_step(st);
+        step = store__step(st);
         if (step != SQLITE_ROW)
             break;
-        struct json_object *doc = json_tokener_parse((const char *)sqlite3_column_text(st, 4));
+        struct json_object *doc = json_tokener_parse(store__col_text(st, 4));
         if (doc == NULL)
             continue; /* an unreadable row is skipped, not fatal to the others */
         char **s = &r->strings[r->n * 4];
@@ -81,7 +81,7 @@ static int list_fn(struct store__conn *c, void *arg)
         t->input = s[3];
         t->doc = doc;
     }
-    sqlite3_reset(st);
+    store__reset(st);
     return step == SQLITE_ROW || step == SQLITE_DONE ? MLR_OK : store__err(step);
 }
 
@@ -118,12 +118,12 @@ int store_task_watch_list(struct store *s, const char *task_type, int max, store
 static int count_fn(struct store__conn *c, void *arg)
 {
     struct watch_req *r = arg;
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT count(*) FROM tasks WHERE state IN " OPEN_STATES
                             " AND task_type = ?1", &st);
     if (rc != MLR_OK)
         return rc;
-    sqlite3_bind_text(st, 1, r->task_type, -1, SQLITE_TRANSIENT);
+    store__bind_text(st, 1, r->task_type);
     return store__step_int(st, &r->count);
 }
 

@@ -5,6 +5,7 @@ harness learns the port from the "listening" log line. Only the Python standard 
 so the tests run on a fresh Debian machine with nothing but python3.
 """
 
+import hashlib
 import http.client
 import json
 import os
@@ -15,6 +16,52 @@ import subprocess
 import tempfile
 import threading
 import time
+
+
+# PostgreSQL mode: with MLRELAY_TEST_PG set to a base URL (scripts/pg-cluster prints one), every
+# server the tests start keeps its state in its own PostgreSQL database instead of SQLite, tied to
+# its data directory so a restart finds its state again. ctest runs the whole suite this way as
+# pg.<file>.<name> (tests/CMakeLists.txt).
+PG_BASE = os.environ.get("MLRELAY_TEST_PG") or None
+SKIP = 77  # runner.py's exit code for a skipped case (ctest SKIP_RETURN_CODE)
+
+
+class Skip(Exception):
+    """Raised by a test that does not apply in this mode; runner.py reports it as skipped."""
+
+
+def sqlite_only(why):
+    """Skips the test under PostgreSQL: it reads or damages SQLite's files, or runs a command that
+    works on them only (backup, check)."""
+    if PG_BASE:
+        raise Skip("SQLite store only: " + why)
+
+
+def pg_only():
+    """Skips the test unless the suite runs against PostgreSQL (multi-node tests)."""
+    if not PG_BASE:
+        raise Skip("needs PostgreSQL (MLRELAY_TEST_PG)")
+
+
+def pg_url(dbname):
+    """The URL of database @dbname on the test cluster."""
+    base = PG_BASE.split("?", 1)
+    head = base[0].rsplit("/", 1)[0]
+    return head + "/" + dbname + ("?" + base[1] if len(base) > 1 else "")
+
+
+def psql(sql, dbname="postgres"):
+    """Runs @sql on the test cluster and returns its output (unaligned, tuples only)."""
+    p = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d",
+                        pg_url(dbname), "-c", sql], capture_output=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError("psql failed: %s" % p.stderr.decode())
+    return p.stdout.decode()
+
+
+def pg_create(dbname):
+    if psql("SELECT 1 FROM pg_database WHERE datname = '%s'" % dbname).strip() != "1":
+        psql("CREATE DATABASE %s" % dbname)
 
 
 class Response:
@@ -57,10 +104,14 @@ class Server:
         self.lines = []
         self._lock = threading.Lock()
         self._conn = None
+        self.pg_db = None
 
     # -- process control -------------------------------------------------------------------
     def start(self, wait=True):
         cmd = [self.harness.binary, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir]
+        store = self.store_url()
+        if store and "--store" not in self.args and "MLRELAY_STORE" not in self.env:
+            cmd += ["--store", store]
         if self.config is not None:
             path = os.path.join(self.harness.tmp, "config-%d.json" % id(self))
             with open(path, "w") as f:
@@ -80,6 +131,17 @@ class Server:
         if wait:
             self.wait_listening()
         return self
+
+    def store_url(self):
+        """PostgreSQL mode: the URL of this server's database (created on first use), else
+        None. Servers given the same `pg_db` share one database, as nodes of a cluster."""
+        if not PG_BASE:
+            return None
+        name = self.pg_db or "mlrt_" + hashlib.sha1(self.data_dir.encode()).hexdigest()[:24]
+        if name not in self.harness.pg_dbs:
+            pg_create(name)
+            self.harness.pg_dbs.append(name)
+        return pg_url(name)
 
     def _pump(self, stream):
         for raw in iter(stream.readline, b""):
@@ -260,10 +322,12 @@ class Harness:
         self.binary = os.path.abspath(binary)
         self.tmp = tempfile.mkdtemp(prefix="mlrelay-test-")
         self.servers = []
+        self.pg_dbs = []
 
-    def server(self, args=(), env=None, config=None, data_dir=None, start=True):
+    def server(self, args=(), env=None, config=None, data_dir=None, start=True, pg_db=None):
         d = data_dir or os.path.join(self.tmp, "data%d" % len(self.servers))
         s = Server(self, d, args=args, env=env, config=config)
+        s.pg_db = pg_db
         self.servers.append(s)
         if start:
             s.start()
@@ -304,4 +368,9 @@ class Harness:
                     problems.append("sanitizer report in server %s output" % s.data_dir)
                     break
         shutil.rmtree(self.tmp, ignore_errors=True)
+        for name in self.pg_dbs:
+            try:
+                psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+            except Exception as e:  # a leftover database is harmless; say so and go on
+                print("could not drop %s: %s" % (name, e))
         return problems

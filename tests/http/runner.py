@@ -12,7 +12,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import Harness  # noqa: E402
+from harness import SKIP, Harness, Skip  # noqa: E402
 
 
 def main():
@@ -30,6 +30,10 @@ def main():
     try:
         fn(h)
         ok = True
+    except Skip as e:
+        h.cleanup()
+        print("skipped: %s" % e)
+        return SKIP
     except Exception:
         traceback.print_exc()
     problems = h.cleanup()

@@ -530,11 +530,11 @@ struct read_arg {
 static int read_count(struct store__conn *c, void *arg)
 {
     struct read_arg *a = arg;
-    sqlite3_stmt *st = NULL;
+    struct store__stmt *st = NULL;
     int rc = store__stmt(c, "SELECT count(*) FROM settings", &st);
-    if (rc == MLR_OK && sqlite3_step(st) == SQLITE_ROW)
-        a->count = sqlite3_column_int(st, 0);
-    sqlite3_reset(st);
+    if (rc == MLR_OK && store__step(st) == SQLITE_ROW)
+        a->count = (int)store__col_int(st, 0);
+    store__reset(st);
     return rc;
 }
 
