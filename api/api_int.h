@@ -87,6 +87,8 @@ struct api_req {
     struct workers_caller caller;     /* api_req_caller(), filled on first use */
     int caller_ready;
     struct store_access access;       /* api_req_access(), filled on first use */
+    void *handler_data;               /* a handler's state between its asynchronous steps; the
+                                       * handler frees it before answering */
 };
 
 /* ---------------------------------- commands (cli_users.c) ---------------------------------- */

@@ -135,23 +135,65 @@ static struct json_object *undeploy_body(struct api_req *req, struct json_object
     return o;
 }
 
+/*
+ * With several nodes, the nodes that held the model (model_nodes, read before the undeploy)
+ * each get their entry; they drop their deployment within a heartbeat of the commit. With one
+ * node, or when no node reported holding it, the entry is this node's.
+ */
+static struct json_object *held_by(struct api_req *req)
+{
+    struct json_object *nodes = req->handler_data;
+    req->handler_data = NULL;
+    if (nodes && json_object_array_length(nodes) > 0)
+        return nodes;
+    json_object_put(nodes);
+    nodes = json_object_new_array();
+    json_object_array_add(nodes, json_object_new_string(req->ctx->node_id));
+    return nodes;
+}
+
 static void on_undeployed(const struct store_write_result *r, void *data)
 {
     struct api_req *req = data;
+    struct json_object *nodes = held_by(req);
     workers_stats_add(req->ctx->workers, r->status == MLR_OK ? r->id : NULL,
                       WORKERS_ACTION_UNDEPLOY, 1, r->status != MLR_OK && r->status != MLR_ENOTFOUND);
     if (r->status != MLR_OK && r->status != MLR_ENOTFOUND) {
+        json_object_put(nodes);
         api_send_errorf(req, api_status_from_err(r->status), "exception", "failed to undeploy: %s",
                         mlr_strerror(r->status));
         return;
     }
     if (r->status == MLR_OK)
         workers_undeploy_local(req->ctx->workers, r->id);
-    struct json_object *stats = json_object_new_object();
-    json_object_object_add(stats, r->id,
-                           json_object_new_string(r->status == MLR_OK ? "undeployed"
-                                                                      : "not_found"));
-    api_send_json(req, 200, undeploy_body(req, stats));
+    struct json_object *body = json_object_new_object();
+    for (size_t i = 0; i < json_object_array_length(nodes); i++) {
+        struct json_object *stats = json_object_new_object();
+        json_object_object_add(stats, r->id,
+                               json_object_new_string(r->status == MLR_OK ? "undeployed"
+                                                                          : "not_found"));
+        struct json_object *node = json_object_new_object();
+        json_object_object_add(node, "stats", stats); /* consumes stats */
+        json_object_object_add(body, json_object_get_string(json_object_array_get_idx(nodes, i)),
+                               node); /* consumes node */
+    }
+    json_object_put(nodes);
+    api_send_json(req, 200, body);
+}
+
+static void on_holders_read(int status, const char *const *ids, int n, void *data)
+{
+    struct api_req *req = data;
+    struct json_object *nodes = json_object_new_array();
+    for (int i = 0; status == MLR_OK && i < n; i++)
+        json_object_array_add(nodes, json_object_new_string(ids[i]));
+    req->handler_data = nodes;
+    const char *id = api_path_id(req, 0);
+    int rc = store_model_undeploy(req->ctx->store, id, NULL, NULL, on_undeployed, req);
+    if (rc != MLR_OK) {
+        json_object_put(held_by(req));
+        api_send_errorf(req, 500, "exception", "failed to undeploy: %s", mlr_strerror(rc));
+    }
 }
 
 void api_h_model_undeploy(struct api_req *req)
@@ -163,6 +205,9 @@ void api_h_model_undeploy(struct api_req *req)
         api_send_json(req, 200, undeploy_body(req, stats));
         return;
     }
+    if (store_is_shared(req->ctx->store) &&
+        store_model_nodes_get(req->ctx->store, id, on_holders_read, req) == MLR_OK)
+        return;
     int rc = store_model_undeploy(req->ctx->store, id, NULL, NULL, on_undeployed, req);
     if (rc != MLR_OK)
         api_send_errorf(req, 500, "exception", "failed to undeploy: %s", mlr_strerror(rc));

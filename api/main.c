@@ -192,7 +192,7 @@ static int open_store(struct app *a, char *err, size_t errlen)
     }
     int rc = load_node_id(a, err, errlen);
     char *db = api__store_location(&a->cfg);
-    struct store_options opts = {0};
+    struct store_options opts = {.node_id = a->node_id};
     if (rc == MLR_OK)
         rc = store_open(&a->loop, db, &opts, &a->store, err, errlen);
     free(db);

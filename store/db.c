@@ -480,16 +480,14 @@ int store__pg_socket(struct store__conn *c)
     return c->pg ? PQsocket(c->pg) : -1;
 }
 
-int store__pg_notifies(struct store__conn *c, char *channel, size_t len)
+int store__pg_notify_next(struct store__conn *c, char *payload, size_t len)
 {
-    if (c->pg == NULL || !PQconsumeInput(c->pg))
+    if (c->pg == NULL || !PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK)
         return -1;
-    int n = 0;
-    PGnotify *note;
-    while ((note = PQnotifies(c->pg)) != NULL) {
-        if (n++ == 0 && channel)
-            snprintf(channel, len, "%s", note->relname);
-        PQfreemem(note);
-    }
-    return n;
+    PGnotify *note = PQnotifies(c->pg);
+    if (note == NULL)
+        return 0;
+    snprintf(payload, len, "%s", note->extra ? note->extra : "");
+    PQfreemem(note);
+    return 1;
 }

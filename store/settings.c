@@ -12,8 +12,13 @@
 
 int store_settings_load(struct store *s, struct json_object **out)
 {
+    return store__settings_layer(store__main_conn(s), out);
+}
+
+int store__settings_layer(struct store__conn *c, struct json_object **out)
+{
     struct store__stmt *st = NULL;
-    int rc = store__stmt(store__main_conn(s), "SELECT key, value FROM settings ORDER BY key", &st);
+    int rc = store__stmt(c, "SELECT key, value FROM settings ORDER BY key", &st);
     if (rc != MLR_OK)
         return rc;
     struct json_object *layer = json_object_new_object();

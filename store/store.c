@@ -30,6 +30,8 @@ struct store {
     struct store_options opts;     /* resolved tunables */
     char *path;                    /* database file, or the PostgreSQL URL */
     int pg;                        /* the PostgreSQL backend (path is a URL) */
+    char node_id[64];              /* recorded on claimed tasks (opts.node_id) */
+    struct store__listener *listener; /* LISTEN connection (cluster.c), or NULL */
     struct store__conn main;       /* loop thread: start-up reads only */
     struct store__conn writer;     /* writer thread only */
     struct store__conn *readers;   /* pool of opts.read_connections */
@@ -564,6 +566,8 @@ int store_open(uv_loop_t *loop, const char *path, const struct store_options *op
     s->path = mlr_xstrdup(path);
     s->pg = store__is_url(path);
     resolve_options(&s->opts, opts);
+    snprintf(s->node_id, sizeof(s->node_id), "%s", opts && opts->node_id ? opts->node_id : "");
+    s->opts.node_id = s->node_id;
     mlr_histogram_init(&s->commit_us, mlr_metrics_latency_us, mlr_metrics_latency_us_count);
     mlr_histogram_init(&s->batch_size, batch_bounds,
                        (int)(sizeof(batch_bounds) / sizeof(batch_bounds[0])));
@@ -606,6 +610,7 @@ void store_close(struct store *s)
 {
     if (s == NULL)
         return;
+    store__listener_close(s);
     pthread_mutex_lock(&s->lock);
     s->stopping = 1;
     pthread_cond_broadcast(&s->cond);
@@ -639,6 +644,31 @@ const char *store_cluster_uuid(const struct store *s)
 struct store__conn *store__main_conn(struct store *s)
 {
     return &s->main;
+}
+
+uv_loop_t *store__loop(struct store *s)
+{
+    return s->loop;
+}
+
+const char *store__location(const struct store *s)
+{
+    return s->path;
+}
+
+const char *store__node_id(const struct store *s)
+{
+    return s->node_id;
+}
+
+int store_is_shared(const struct store *s)
+{
+    return s->pg;
+}
+
+struct store__listener **store__listener_slot(struct store *s)
+{
+    return &s->listener;
 }
 
 void store_stats_get(struct store *s, struct store_stats *out)

@@ -32,6 +32,7 @@ struct store_options {
     int read_connections;  /* connections for the read pool; default 4 */
     int busy_timeout_ms;   /* SQLite busy timeout; default 5000 */
     int max_batch;         /* most writes sharing one transaction; default 1024 */
+    const char *node_id;   /* this node's id: recorded on the tasks it claims; default "" */
 };
 
 /**
@@ -586,5 +587,76 @@ int store_credentials_rekey(struct store *s, store_rekey_fn fn, void *arg, const
 /** Reads meta value @key synchronously (start-up): MLR_OK with *@value (heap), or
  * MLR_ENOTFOUND. */
 int store_meta_get(struct store *s, const char *key, char **value);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Several nodes on one database (cluster.c; PostgreSQL only)                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * With the PostgreSQL backend any number of nodes share the store. Each beats about twice a
+ * second (store_node_heartbeat); a node silent for STORE_NODE_LEASE_MS is dead, and the RUNNING
+ * tasks it claimed are claimed again by the others (store_task_claim). Deployments and settings
+ * live on every node, so each node mirrors them: the heartbeat returns a counter per kind of
+ * shared state, and a node that sees one move re-reads that state. LISTEN/NOTIFY wakes nodes
+ * early (store_listen) but is only a hint: the counters are what nothing can miss.
+ */
+#define STORE_NODE_LEASE_MS 5000
+
+/** 1 when other nodes may share this store (the PostgreSQL backend). */
+int store_is_shared(const struct store *s);
+
+/** What a heartbeat saw, valid during the callback. */
+struct store_cluster_view {
+    const char **nodes;        /* live node ids (this one included), sorted */
+    int nnodes;
+    int64_t models_epoch;      /* moves with every change of a model's state or version, or of
+                                * a connector's version */
+    int64_t settings_epoch;    /* moves with every change of the persistent settings */
+};
+typedef void (*store_heartbeat_cb)(int status, const struct store_cluster_view *v, void *data);
+
+/** Records that this node is alive now and reads the cluster view, in one write. */
+int store_node_heartbeat(struct store *s, store_heartbeat_cb cb, void *data);
+
+/** Removes this node's row and its model_nodes rows (graceful stop). */
+int store_node_leave(struct store *s, store_done_cb cb, void *data);
+
+/** A model stored as deployed, with what its deployment was built from. */
+struct store_deployed_model {
+    const char *id;
+    int64_t version;           /* the model document's _version */
+    int64_t connector_version; /* its standalone connector's _version; 0 = inline connector */
+};
+typedef void (*store_deployed_cb)(int status, const struct store_deployed_model *m, int n,
+                                  void *data);
+
+/** Lists the models stored DEPLOYED or PARTIALLY_DEPLOYED, on the read pool. */
+int store_models_deployed(struct store *s, store_deployed_cb cb, void *data);
+
+/**
+ * Records which models this node now holds: @add (@nadd ids) gained, @remove (@nremove ids)
+ * dropped. Ids are copied. @cb may be NULL.
+ */
+int store_model_nodes_update(struct store *s, const char *const *add, int nadd,
+                             const char *const *remove, int nremove, store_done_cb cb,
+                             void *data);
+
+/** The nodes that hold model @model_id (ids, sorted), on the read pool; @nodes is borrowed. */
+typedef void (*store_nodes_cb)(int status, const char *const *nodes, int n, void *data);
+int store_model_nodes_get(struct store *s, const char *model_id, store_nodes_cb cb, void *data);
+
+/** The stored persistent settings as a new flat layer (owned by the callback), on the pool. */
+typedef void (*store_settings_cb)(int status, struct json_object *persistent, void *data);
+int store_settings_read(struct store *s, store_settings_cb cb, void *data);
+
+/**
+ * Calls @cb(payload) on the loop thread for each notification on channel `mlrelay` ("models",
+ * "settings", "tasks"), from a dedicated connection watched by the loop. A lost connection is
+ * re-opened by the next store_listen_check(). No-op for SQLite. One listener per store.
+ */
+typedef void (*store_notify_cb)(const char *payload, void *data);
+int store_listen(struct store *s, store_notify_cb cb, void *data);
+/** Re-opens the listener if its connection broke (call it now and then, e.g. per heartbeat). */
+void store_listen_check(struct store *s);
 
 #endif /* MLR_STORE_H */

@@ -121,9 +121,9 @@ int store__pg_connect(struct store__conn *c, const char *url, char *err, size_t 
 int store__pg_reconnect(struct store__conn *c);
 /* PostgreSQL: the connection's socket, for waiting on notifications; -1 for SQLite. */
 int store__pg_socket(struct store__conn *c);
-/* PostgreSQL: reads pending input and drops queued notifications; returns how many (the first
- * one's channel in @channel), or -1 when the connection failed. */
-int store__pg_notifies(struct store__conn *c, char *channel, size_t len);
+/* PostgreSQL, never blocking: reads what the socket has and takes the next queued notification:
+ * 1 with its payload in @payload, 0 when none is queued, -1 when the connection failed. */
+int store__pg_notify_next(struct store__conn *c, char *payload, size_t len);
 
 /* Hands out the next _seq_no on @c (from memory inside a writer batch, else from the row). */
 int store__seq_next(struct store__conn *c, int64_t *out);
@@ -179,6 +179,19 @@ const struct store__index *store__kind_index(enum store_kind kind);
 
 /* The loop-thread connection used for synchronous start-up reads. */
 struct store__conn *store__main_conn(struct store *s);
+
+/* Reads the stored settings on @c into a new flat layer (settings.c). */
+int store__settings_layer(struct store__conn *c, struct json_object **out);
+
+/* The store's loop, location (path or URL) and node id, for cluster.c. */
+uv_loop_t *store__loop(struct store *s);
+const char *store__location(const struct store *s);
+const char *store__node_id(const struct store *s);
+
+/* The store's listener (cluster.c), closed by store_close() before the store is freed. */
+struct store__listener;
+struct store__listener **store__listener_slot(struct store *s);
+void store__listener_close(struct store *s);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Search (store/search.c): the OpenSearch `_search` DSL subset compiled to SQL                */

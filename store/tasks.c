@@ -53,6 +53,7 @@ struct claim_op {
     int max;
     int64_t now_ms;
     int64_t lease_until;
+    char node_id[64];           /* recorded as claimed_by */
     store_claim_cb cb;
     void *data;
     struct store_task *tasks;   /* claimed, filled on the writer thread */
@@ -68,16 +69,26 @@ static int claim_one(struct store__conn *c, struct claim_op *o, const char *id)
     int64_t seq = 0, now = mlr_now_ms();
     int rc = store__seq_next(c, &seq);
     if (rc == MLR_OK)
-        rc = store__stmt(c, "UPDATE tasks SET state = 'RUNNING', lease_until_ms = ?1, "
-                            "last_update_time = ?2, version = version + 1, seq_no = ?3, "
-                            "doc = json_set(doc, '$.state', 'RUNNING', '$.last_update_time', ?2) "
-                            "WHERE id = ?4 RETURNING doc, task_type, model_id, input", &st);
+        rc = store__stmt(
+            c, STORE_SQL(c,
+                         "UPDATE tasks SET state = 'RUNNING', lease_until_ms = ?1, "
+                         "last_update_time = ?2, version = version + 1, seq_no = ?3, "
+                         "claimed_by = ?5, doc = json_set(doc, '$.state', 'RUNNING', "
+                         "'$.last_update_time', ?2) "
+                         "WHERE id = ?4 RETURNING doc, task_type, model_id, input",
+                         "UPDATE tasks SET state = 'RUNNING', lease_until_ms = ?1, "
+                         "last_update_time = ?2, version = version + 1, seq_no = ?3, "
+                         "claimed_by = ?5, doc = jsonb_set(jsonb_set(doc::jsonb, '{state}', "
+                         "'\"RUNNING\"'), '{last_update_time}', to_jsonb(?2::bigint))::text "
+                         "WHERE id = ?4 RETURNING doc, task_type, model_id, input"),
+            &st);
     if (rc != MLR_OK)
         return rc;
     store__bind_int(st, 1, o->lease_until);
     store__bind_int(st, 2, now);
     store__bind_int(st, 3, seq);
     store__bind_text(st, 4, id);
+    store__bind_text(st, 5, o->node_id);
     int step = store__step(st);
     if (step != SQLITE_ROW) {
         store__reset(st);
@@ -101,7 +112,8 @@ static int claim_one(struct store__conn *c, struct claim_op *o, const char *id)
     return t->doc ? MLR_OK : MLR_ECORRUPT;
 }
 
-/* Appends up to @max - *n ids selected by @sql (?1 = limit, ?2 = now) to @ids. */
+/* Appends up to @max - *n ids selected by @sql (?1 = limit, ?2 = now, ?3 = the oldest
+ * heartbeat of a live node) to @ids. */
 static int select_ids(struct store__conn *c, const char *sql, struct claim_op *o, char **ids,
                       int *n)
 {
@@ -111,6 +123,7 @@ static int select_ids(struct store__conn *c, const char *sql, struct claim_op *o
         return rc;
     store__bind_int(st, 1, o->max - *n);
     store__bind_int(st, 2, o->now_ms);
+    store__bind_int(st, 3, o->now_ms - STORE_NODE_LEASE_MS);
     while (*n < o->max && store__step(st) == SQLITE_ROW)
         ids[(*n)++] = mlr_xstrdup(store__col_text(st, 0));
     store__reset(st);
@@ -125,11 +138,27 @@ static int claim_run(struct store__conn *c, struct store__op *op)
     /* Oldest CREATED first, then RUNNING tasks whose worker's lease ran out. BATCH_PREDICTION
      * tasks are never claimed: their work runs at the provider and a poller watches them
      * (store_task_watch_list). The filter rides on the tasks_queue index scan. */
-    int rc = select_ids(c, "SELECT id FROM tasks WHERE state = 'CREATED' AND task_type <> "
-                           "'BATCH_PREDICTION' ORDER BY create_time LIMIT ?1", o, ids, &n);
+    /* PostgreSQL: nodes claim side by side. SKIP LOCKED passes over rows another node's open
+     * claim holds, so no two nodes take one task and none waits for another; a RUNNING task is
+     * also free again once the node that claimed it stops beating (its lease in the nodes
+     * table), which is sooner than the task's own lease after a node dies. */
+    int rc = select_ids(c, STORE_SQL(c, "SELECT id FROM tasks WHERE state = 'CREATED' AND "
+                                        "task_type <> 'BATCH_PREDICTION' ORDER BY create_time "
+                                        "LIMIT ?1",
+                                     "SELECT id FROM tasks WHERE state = 'CREATED' AND "
+                                     "task_type <> 'BATCH_PREDICTION' ORDER BY create_time "
+                                     "LIMIT ?1 FOR UPDATE SKIP LOCKED"),
+                        o, ids, &n);
     if (rc == MLR_OK && n < o->max)
-        rc = select_ids(c, "SELECT id FROM tasks WHERE state = 'RUNNING' AND lease_until_ms < ?2 "
-                           "AND task_type <> 'BATCH_PREDICTION' LIMIT ?1", o, ids, &n);
+        rc = select_ids(c, STORE_SQL(c, "SELECT id FROM tasks WHERE state = 'RUNNING' AND "
+                                        "lease_until_ms < ?2 AND task_type <> "
+                                        "'BATCH_PREDICTION' LIMIT ?1",
+                                     "SELECT id FROM tasks WHERE state = 'RUNNING' AND "
+                                     "task_type <> 'BATCH_PREDICTION' AND (lease_until_ms < ?2 "
+                                     "OR claimed_by IS NULL OR NOT EXISTS (SELECT 1 FROM nodes "
+                                     "WHERE nodes.id = tasks.claimed_by AND heartbeat_ms >= ?3)) "
+                                     "LIMIT ?1 FOR UPDATE SKIP LOCKED"),
+                        o, ids, &n);
     for (int i = 0; i < n && rc == MLR_OK; i++)
         rc = claim_one(c, o, ids[i]);
     for (int i = 0; i < n; i++)
@@ -167,6 +196,7 @@ int store_task_claim(struct store *s, int max, int64_t now_ms, int64_t lease_unt
     o->max = max > 0 ? max : 1;
     o->now_ms = now_ms;
     o->lease_until = lease_until_ms;
+    snprintf(o->node_id, sizeof(o->node_id), "%s", store__node_id(s));
     o->cb = cb;
     o->data = data;
     o->tasks = mlr_xcalloc((size_t)o->max, sizeof(*o->tasks));
@@ -368,9 +398,17 @@ int store_task_recover(struct store *s, int *reset)
 {
     struct store__conn *c = store__main_conn(s);
     struct store__stmt *st = NULL;
-    int rc = store__stmt(c, "SELECT id FROM tasks WHERE state = 'RUNNING'", &st);
+    /* SQLite has one node: whatever is RUNNING at start-up was ours. With PostgreSQL other
+     * nodes may be running their tasks right now, so only what this node claimed before it
+     * stopped is re-queued; a dead node's tasks are claimed again once its heartbeat is old. */
+    int rc = store__stmt(c, STORE_SQL(c, "SELECT id FROM tasks WHERE state = 'RUNNING' AND "
+                                         "?1 IS NOT NULL",
+                                      "SELECT id FROM tasks WHERE state = 'RUNNING' AND "
+                                      "claimed_by = ?1"),
+                         &st);
     if (rc != MLR_OK)
         return rc;
+    store__bind_text(st, 1, store__node_id(s));
     char **ids = NULL;
     int n = 0, cap = 0;
     while (store__step(st) == SQLITE_ROW) {
@@ -381,7 +419,7 @@ int store_task_recover(struct store *s, int *reset)
         ids[n++] = mlr_xstrdup(store__col_text(st, 0));
     }
     store__reset(st);
-    rc = store__err(store__exec(c, "BEGIN IMMEDIATE"));
+    rc = store__err(store__exec(c, STORE_SQL(c, "BEGIN IMMEDIATE", "BEGIN")));
     int64_t now = mlr_now_ms();
     for (int i = 0; i < n && rc == MLR_OK; i++) {
         struct json_object *doc = NULL;

@@ -184,6 +184,18 @@ static void install(struct workers *w, struct deployment *d, int64_t last_used_m
     workers__ttl_track(w, d, last_used_ms);
 }
 
+void workers__deployment_install(struct workers *w, struct deployment *d, int64_t last_used_ms)
+{
+    install(w, d, last_used_ms);
+}
+
+void workers__deployments_foreach(struct workers *w, struct json_object *ids)
+{
+    for (int i = 0; i < WORKERS_BUCKETS; i++)
+        for (struct deployment *d = w->buckets[i]; d; d = d->next)
+            json_object_object_add(ids, d->model_id, NULL);
+}
+
 void workers_undeploy_local(struct workers *w, const char *model_id)
 {
     for (struct deployment **pp = &w->buckets[bucket(model_id)]; *pp; pp = &(*pp)->next) {
@@ -218,13 +230,17 @@ void workers__registry_clear(struct workers *w)
 
 /* ---------------------------------- task runner ---------------------------------- */
 
-static struct json_object *deployed_fields(const char *node_id)
+/*
+ * The model's worker fields: every live node serves a deployed model (each deploys it within a
+ * heartbeat of seeing it DEPLOYED, cluster.c), so the plan is the live node list.
+ */
+static struct json_object *deployed_fields(struct workers *w)
 {
     struct json_object *f = json_object_new_object();
-    struct json_object *nodes = json_object_new_array();
-    json_object_array_add(nodes, json_object_new_string(node_id)); /* consumes the string */
-    json_object_object_add(f, "planning_worker_node_count", json_object_new_int(1));
-    json_object_object_add(f, "current_worker_node_count", json_object_new_int(1));
+    struct json_object *nodes = workers__cluster_nodes(w);
+    int n = (int)json_object_array_length(nodes);
+    json_object_object_add(f, "planning_worker_node_count", json_object_new_int(n));
+    json_object_object_add(f, "current_worker_node_count", json_object_new_int(n));
     json_object_object_add(f, "planning_worker_nodes", nodes); /* consumes nodes */
     json_object_object_add(f, "deploy_to_all_nodes", json_object_new_boolean(1));
     json_object_object_add(f, "last_deployed_time", json_object_new_int64(mlr_now_ms()));
@@ -254,7 +270,10 @@ static void run_deploy(struct workers *w, struct queue_job *job)
         return;
     }
     job->model_state = "DEPLOYED";
-    job->model_fields = deployed_fields(w->node_id);
+    job->model_fields = deployed_fields(w);
+    /* worker_node: the nodes this deployment reaches (ML Commons: every eligible node). */
+    job->task_fields = json_object_new_object();
+    json_object_object_add(job->task_fields, "worker_node", workers__cluster_nodes(w));
     job->payload = d;
 }
 

@@ -149,7 +149,7 @@ static void on_undeploy_task_written(const struct store_write_result *r, void *d
 }
 
 /* Writes the UNDEPLOY_MODEL task of an expired deployment; the queue runs it. */
-static void expire(struct workers *w, struct deployment *d)
+static void expire_now(struct workers *w, struct deployment *d)
 {
     char task_id[MLR_ID_LEN + 1];
     if (mlr_id_new(task_id) != MLR_OK) {
@@ -168,6 +168,64 @@ static void expire(struct workers *w, struct deployment *d)
         free(x);
     }
     json_object_put(task);
+}
+
+/*
+ * Several nodes: a model expires only when every node holding it has been idle. Each node
+ * writes its last-use times once a second and the store keeps the latest of them, so before
+ * undeploying, the stored time is read; if another node used the model since, the deadline
+ * moves to that use. (A use less than a flush interval old may not be stored yet.)
+ */
+struct idle_check {
+    uv_work_t work;
+    struct workers *w;
+    struct deployment *d;       /* a reference */
+    int64_t stored_ms;
+    int status;
+};
+
+static void idle_check_work(uv_work_t *work)
+{
+    struct idle_check *x = container_of(work, struct idle_check, work);
+    x->status = store_model_usage_get(x->w->store, x->d->model_id, &x->stored_ms);
+}
+
+static void idle_check_after(uv_work_t *work, int status)
+{
+    struct idle_check *x = container_of(work, struct idle_check, work);
+    struct workers *w = x->w;
+    struct deployment *d = x->d;
+    struct workers_ttl *t = &w->ttl;
+    int current = t->open && d->heap_idx < 0 && workers_deployment_get(w, d->model_id) == d;
+    if (current && status == 0 && x->status == MLR_OK &&
+        x->stored_ms + d->ttl_ms > mlr_now_ms()) {
+        if (x->stored_ms > d->last_used_ms)
+            d->last_used_ms = x->stored_ms;
+        d->heap_key = d->last_used_ms + d->ttl_ms;
+        heap_push(t, d);
+        if (d->heap_idx == 0)
+            arm(t);
+    } else if (current) {
+        expire_now(w, d);
+    }
+    workers_deployment_unref(d);
+    free(x);
+}
+
+static void expire(struct workers *w, struct deployment *d)
+{
+    if (!w->cluster.on) {
+        expire_now(w, d);
+        return;
+    }
+    struct idle_check *x = mlr_xcalloc(1, sizeof(*x));
+    x->w = w;
+    x->d = workers_deployment_ref(d);
+    if (uv_queue_work(w->loop, &x->work, idle_check_work, idle_check_after) != 0) {
+        workers_deployment_unref(d);
+        free(x);
+        expire_now(w, d);
+    }
 }
 
 static void on_expire_timer(uv_timer_t *timer)

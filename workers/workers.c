@@ -28,6 +28,7 @@ void workers_free(struct workers *w)
     if (w == NULL)
         return;
     workers__poller_free(w);
+    workers__cluster_free(w);
     workers__registry_clear(w);
     workers__stats_cleanup(&w->stats);
     mlr_settings_unref(w->settings);
@@ -115,6 +116,7 @@ int workers_start(struct workers *w, struct store *s, const unsigned char *maste
         return rc;
     }
     workers__poller_start(w);
+    workers__cluster_start(w);
     if (recovered > 0)
         mlr_log(MLR_LOG_INFO, "workers", "re-running %d tasks left running by the last process",
                 recovered);
@@ -161,6 +163,7 @@ void workers_stop(struct workers *w, workers_stopped_cb cb, void *data)
     sc->data = data;
     struct queue *q = w->queue;
     w->queue = NULL;
+    workers__cluster_stop(w);
     workers__batch_stop_all(w);
     workers__poller_stop(w);
     workers__predict_abort_backoffs(w);

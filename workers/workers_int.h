@@ -67,6 +67,25 @@ struct workers_upstream_stats {
     struct mlr_samples predict_ms;               /* whole successful predicts, ms (profile) */
 };
 
+/* This node's part in a cluster sharing a PostgreSQL store (cluster.c); idle with SQLite. */
+struct workers_cluster {
+    int on;                       /* the store is shared */
+    int closing;
+    uv_timer_t timer;             /* heartbeat */
+    int timer_open;
+    int beating;                  /* a heartbeat is in flight */
+    int again;                    /* beat again when it returns (a notification came) */
+    int64_t models_epoch;         /* counters last acted on; -1 = act at the next heartbeat */
+    int64_t settings_epoch;
+    int syncing;                  /* a deployment sync is in flight */
+    int sync_pending;             /* its steps: the list read, then one per build */
+    int primed;                   /* the first sync ran (deployments from start-up are current) */
+    int settings_reading;
+    struct json_object *nodes;    /* live node ids (array), guarded by workers.lock */
+    struct json_object *seen;     /* model id -> "version:connector_version" deployed here */
+    struct json_object *reported; /* model ids this node reported holding (model_nodes) */
+};
+
 struct workers {
     uv_loop_t *loop;                 /* the loop that owns this context */
     int threads;                     /* workers.threads: tasks running at once */
@@ -85,7 +104,20 @@ struct workers {
     struct batch_job *batch_jobs;    /* running batch ingestion jobs (batch.c) */
     struct batch_poller *poller;     /* BATCH_PREDICTION status polling (batch_predict.c) */
     struct workers_stats stats;      /* ML action counts (stats.c) */
+    struct workers_cluster cluster;  /* several nodes on one store (cluster.c) */
 };
+
+/* Cluster (cluster.c): start after the queue, stop with the workers, free with them. */
+void workers__cluster_start(struct workers *w);
+void workers__cluster_stop(struct workers *w);
+void workers__cluster_free(struct workers *w);
+/* The live nodes as a new JSON array of ids (just this node without a cluster). Any thread. */
+struct json_object *workers__cluster_nodes(struct workers *w);
+
+/* Registry access for cluster.c (deploy.c): installs @d (taking its reference) with its TTL
+ * counting from @last_used_ms; adds every deployed model id to @ids as a key. */
+void workers__deployment_install(struct workers *w, struct deployment *d, int64_t last_used_ms);
+void workers__deployments_foreach(struct workers *w, struct json_object *ids);
 
 /* Shutdown: fails every call waiting to retry now rather than when its timer fires. */
 void workers__predict_abort_backoffs(struct workers *w);
