@@ -29,8 +29,12 @@ static int usage_run(struct store__conn *c, struct store__op *op)
     int rc = MLR_OK;
     for (int i = 0; i < o->n && rc == MLR_OK; i++) {
         struct store__stmt *st = NULL;
+        /* Never backwards: with several nodes on one store each flushes its own last use, and
+         * the stored time must be the latest of them (a model expires only when every node
+         * has been idle, ttl.c). */
         rc = store__stmt(c, "UPDATE models SET last_used_ms = ?1, ttl_deadline_ms = ?2 "
-                            "WHERE id = ?3", &st);
+                            "WHERE id = ?3 AND (last_used_ms IS NULL OR last_used_ms <= ?1)",
+                         &st);
         if (rc != MLR_OK)
             break;
         store__bind_int(st, 1, o->u[i].last_used_ms);
