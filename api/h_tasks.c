@@ -220,7 +220,36 @@ struct bulk_ctx {
     int failed;                   /* a store error happened */
     struct json_object *stats;    /* model id -> status */
     struct json_object *tasks;    /* task id -> model id */
+    struct json_object *holders;  /* several nodes: model id -> [node ids that held it] */
+    int reads;                    /* holder reads outstanding */
 };
+
+/* {"<node>":{"stats":{"<model>": status}}} for every node that held each model (this node for
+ * a model nobody reported holding, and always with one node). */
+static struct json_object *bulk_body(struct bulk_ctx *b)
+{
+    struct json_object *body = json_object_new_object();
+    json_object_object_foreach(b->stats, model, status)
+    {
+        struct json_object *nodes = NULL;
+        int n = b->holders && json_object_object_get_ex(b->holders, model, &nodes)
+                    ? (int)json_object_array_length(nodes)
+                    : 0;
+        for (int i = 0; i < (n ? n : 1); i++) {
+            const char *node = n ? json_object_get_string(json_object_array_get_idx(nodes, i))
+                                 : b->req->ctx->node_id;
+            struct json_object *entry = NULL, *st = NULL;
+            if (!json_object_object_get_ex(body, node, &entry)) {
+                entry = json_object_new_object();
+                json_object_object_add(entry, "stats", json_object_new_object());
+                json_object_object_add(body, node, entry); /* consumes entry */
+            }
+            json_object_object_get_ex(entry, "stats", &st);
+            json_object_object_add(st, model, json_object_get(status));
+        }
+    }
+    return body;
+}
 
 static void bulk_maybe_answer(struct bulk_ctx *b)
 {
@@ -229,9 +258,10 @@ static void bulk_maybe_answer(struct bulk_ctx *b)
     if (b->failed)
         api_send_error(b->req, 500, "exception", "failed to record the undeploy tasks");
     else
-        api_send_json(b->req, 200, undeploy_body(b->req, json_object_get(b->stats)));
+        api_send_json(b->req, 200, bulk_body(b));
     json_object_put(b->stats);
     json_object_put(b->tasks);
+    json_object_put(b->holders);
     free(b);
 }
 
@@ -284,6 +314,14 @@ static struct json_object *bulk_ids(struct api_req *req)
 }
 
 static void bulk_checked(struct api_req *req, int status, const char *denied);
+static void bulk_start(struct bulk_ctx *b);
+static void on_bulk_holders(int status, const char *const *nodes, int n, void *data);
+
+/* One model's holders being read for a bulk undeploy. */
+struct holder_read {
+    struct bulk_ctx *b;
+    char model[STORE_ID_MAX + 1];
+};
 
 /* Access control: every model named must be one the caller may use. */
 void api_h_models_undeploy(struct api_req *req)
@@ -318,6 +356,49 @@ static void bulk_checked(struct api_req *req, int status, const char *denied)
     b->req = req;
     b->stats = json_object_new_object();
     b->tasks = json_object_new_object();
+    if (!store_is_shared(req->ctx->store)) {
+        bulk_start(b);
+        return;
+    }
+    /* Several nodes: who holds each model is read before the undeploys commit. */
+    b->holders = json_object_new_object();
+    b->reads = 1; /* until the loop below is done */
+    for (size_t i = 0; i < n; i++) {
+        struct holder_read *h = mlr_xcalloc(1, sizeof(*h));
+        h->b = b;
+        snprintf(h->model, sizeof(h->model), "%s",
+                 json_object_get_string(json_object_array_get_idx(ids, i)));
+        b->reads++;
+        if (store_model_nodes_get(req->ctx->store, h->model, on_bulk_holders, h) != MLR_OK) {
+            b->reads--;
+            free(h);
+        }
+    }
+    if (--b->reads == 0)
+        bulk_start(b);
+}
+
+static void on_bulk_holders(int status, const char *const *nodes, int n, void *data)
+{
+    struct holder_read *h = data;
+    struct bulk_ctx *b = h->b;
+    if (status == MLR_OK && n > 0) {
+        struct json_object *arr = json_object_new_array();
+        for (int i = 0; i < n; i++)
+            json_object_array_add(arr, json_object_new_string(nodes[i]));
+        json_object_object_add(b->holders, h->model, arr); /* consumes arr */
+    }
+    free(h);
+    if (--b->reads == 0)
+        bulk_start(b);
+}
+
+static void bulk_start(struct bulk_ctx *b)
+{
+    struct api_req *req = b->req;
+    struct json_object *ids = NULL;
+    json_object_object_get_ex(req->json, "model_ids", &ids);
+    size_t n = json_object_array_length(ids);
     b->pending = (int)n + 1; /* +1 until the loop below is done */
     for (size_t i = 0; i < n; i++) {
         const char *model = json_object_get_string(json_object_array_get_idx(ids, i));
