@@ -565,6 +565,10 @@ int store_open(uv_loop_t *loop, const char *path, const struct store_options *op
     s->loop = loop;
     s->path = mlr_xstrdup(path);
     s->pg = store__is_url(path);
+    /* libpq waits forever for an unreachable server unless told otherwise (a URL's own
+     * connect_timeout still wins). Set here, before any store thread exists. */
+    if (s->pg)
+        setenv("PGCONNECT_TIMEOUT", "10", 0);
     resolve_options(&s->opts, opts);
     snprintf(s->node_id, sizeof(s->node_id), "%s", opts && opts->node_id ? opts->node_id : "");
     s->opts.node_id = s->node_id;

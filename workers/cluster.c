@@ -233,9 +233,14 @@ static void on_beat(int status, const struct store_cluster_view *v, void *data)
     if (c->closing)
         return;
     if (status != MLR_OK) {
-        mlr_log(MLR_LOG_WARN, "workers", "heartbeat failed: %s", mlr_strerror(status));
+        if (!c->beat_failing) /* once per outage, not twice a second */
+            mlr_log(MLR_LOG_WARN, "workers", "heartbeat failed: %s", mlr_strerror(status));
+        c->beat_failing = 1;
         return;
     }
+    if (c->beat_failing)
+        mlr_log(MLR_LOG_INFO, "workers", "heartbeat back");
+    c->beat_failing = 0;
     set_nodes(w, v);
     if (v->models_epoch != c->models_epoch && !c->syncing) {
         c->models_epoch = v->models_epoch;

@@ -74,6 +74,7 @@ struct workers_cluster {
     uv_timer_t timer;             /* heartbeat */
     int timer_open;
     int beating;                  /* a heartbeat is in flight */
+    int beat_failing;             /* the last heartbeat failed (logged once) */
     int again;                    /* beat again when it returns (a notification came) */
     int64_t models_epoch;         /* counters last acted on; -1 = act at the next heartbeat */
     int64_t settings_epoch;
