@@ -76,7 +76,7 @@ static int pg_code(struct store__conn *c, const PGresult *res)
  * used[n - 1] is set for each number that occurs (PostgreSQL cannot infer the type of a
  * parameter the text never mentions, so those are declared text).
  */
-static char *pg_translate(const char *sql, int *nparams, unsigned char *used, int maxused)
+char *store__pg_translate(const char *sql, int *nparams, unsigned char *used, int maxused)
 {
     struct mlr_buf b = {0};
     int last = 0, high = 0;
@@ -123,7 +123,7 @@ static int pg_prepare(struct store__conn *c, const char *sql, int slot, struct s
     struct store__stmt *st = stmt_new(c);
     unsigned char used[64] = {0};
     Oid types[64] = {0};
-    st->sql = pg_translate(sql, &st->nparams, used, 64);
+    st->sql = store__pg_translate(sql, &st->nparams, used, 64);
     st->params = mlr_xcalloc((size_t)st->nparams + 1, sizeof(char *));
     for (int i = 0; i < st->nparams && i < 64; i++)
         types[i] = used[i] ? 0 : 25; /* 0: inferred; 25: text */

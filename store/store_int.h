@@ -111,6 +111,11 @@ int store__exec(struct store__conn *c, const char *sql);
 const char *store__errmsg(struct store__conn *c);
 /* 1 inside a transaction. */
 int store__in_tx(struct store__conn *c);
+/*
+ * PostgreSQL: @sql with ? and ?N (outside quotes) rewritten to $N, as a heap string;
+ * *nparams = the highest number, used[n - 1] = 1 for each number that occurs (n <= maxused).
+ */
+char *store__pg_translate(const char *sql, int *nparams, unsigned char *used, int maxused);
 /* 1 when @path is a postgres:// or postgresql:// URL. */
 int store__is_url(const char *path);
 /* Closes either backend's connection and its statements; @c can be reopened. */
