@@ -57,6 +57,7 @@ struct queue {
     queue_closed_cb closed_cb;    /* called when closing completes */
     void *closed_data;
     struct queue_stats stats;     /* counters for /metrics (loop thread) */
+    int peeks;                    /* waiter state reads in flight (several nodes) */
 };
 
 static void kick(struct queue *q);
@@ -73,7 +74,8 @@ static void limits(struct queue *q, int64_t *timeout, int64_t *retention)
 
 static void maybe_free(struct queue *q)
 {
-    if (!q->closing || !q->timer_closed || q->inflight > 0 || q->claiming || q->finishing)
+    if (!q->closing || !q->timer_closed || q->inflight > 0 || q->claiming || q->finishing ||
+        q->peeks > 0)
         return;
     queue_closed_cb cb = q->closed_cb;
     void *data = q->closed_data;
@@ -109,6 +111,46 @@ void queue_wait(struct queue *q, const char *task_id, int64_t timeout_ms, queue_
     w->data = data;
     w->next = q->waiters;
     q->waiters = w;
+}
+
+/*
+ * Several nodes on one store: a task this node waits for may be claimed and finished by another
+ * node, whose finish never reaches this node's waiters. So each tick reads the stored state of
+ * every waited-for task and answers the waiters of those that ended elsewhere.
+ */
+struct peek {
+    struct queue *q;
+    char task_id[STORE_ID_MAX + 1];
+};
+
+static void on_peeked(int status, struct store_doc *d, void *data)
+{
+    struct peek *p = data;
+    struct queue *q = p->q;
+    q->peeks--;
+    struct json_object *v = NULL;
+    enum queue_task_state st;
+    if (status == MLR_OK && !q->closing && json_object_object_get_ex(d->doc, "state", &v) &&
+        queue_task_state_parse(json_object_get_string(v), &st) == MLR_OK &&
+        queue_task_state_is_final(st))
+        answer_waiters(q, p->task_id, queue_task_state_name(st));
+    free(p);
+    maybe_free(q);
+}
+
+static void peek_waiters(struct queue *q)
+{
+    if (!store_is_shared(q->store) || q->peeks > 0)
+        return; /* one round at a time */
+    for (struct waiter *w = q->waiters; w; w = w->next) {
+        struct peek *p = mlr_xcalloc(1, sizeof(*p));
+        p->q = q;
+        snprintf(p->task_id, sizeof(p->task_id), "%s", w->task_id);
+        if (store_doc_get(q->store, STORE_TASK, w->task_id, 0, on_peeked, p) == MLR_OK)
+            q->peeks++;
+        else
+            free(p);
+    }
 }
 
 static void expire_waiters(struct queue *q, int64_t now)
@@ -463,6 +505,7 @@ static void on_tick(uv_timer_t *t)
     limits(q, &timeout, &retention);
     check_timeouts(q, now, timeout);
     expire_waiters(q, now);
+    peek_waiters(q);
     flush(q); /* outcomes a failed write left behind */
     if (now >= q->next_purge) {
         q->next_purge = now + PURGE_EVERY_MS;

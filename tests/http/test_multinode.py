@@ -4,6 +4,7 @@ MLRELAY_TEST_PG); every other black-box case also runs against PostgreSQL, one n
 """
 
 import base64
+import json
 import os
 import threading
 import time
@@ -116,7 +117,7 @@ def test_tasks_submitted_anywhere_complete_exactly_once(h):
         assert sum(int(c) for _, c in rows) == 120, rows
         with up.lock:
             sent = [r for r in up.requests[before:] if r["path"].startswith("/inflight")]
-        contents = sorted(r["body"]["messages"][0]["content"] for r in sent)
+        contents = sorted(json.loads(r["body"])["messages"][0]["content"] for r in sent)
         assert contents == sorted(texts.values()), (len(contents), len(texts))
         for tid in list(texts)[:10]:
             r = nodes[2].get(ML + "/tasks/" + tid)
@@ -190,6 +191,29 @@ def test_deploy_on_one_node_serves_predicts_on_all(h):
         up.close()
 
 
+def test_bulk_undeploy_answers_per_node(h):
+    nodes, up, db = cluster(h)
+    try:
+        mids = [chat_model(nodes[0], up, name="m%d" % i) for i in range(2)]
+        for mid in mids:
+            deploy(nodes[0], mid)
+        wait_for("every node holds both", lambda: count(
+            db, "SELECT count(*) FROM model_nodes") == 6)
+        r = nodes[1].post(ML + "/models/_undeploy", {"model_ids": mids + ["nope"]})
+        assert r.status == 200, r
+        ids = stored_node_ids(db)
+        assert set(r.json) == set(ids), (r.json, ids)
+        for node in ids:
+            stats = r.json[node]["stats"]
+            assert stats[mids[0]] == "undeployed" and stats[mids[1]] == "undeployed", r.json
+        # The unknown id was held by nobody: it is reported once, by the node that answered.
+        assert sum("nope" in body["stats"] for body in r.json.values()) == 1, r.json
+        wait_for("nobody holds them", lambda: count(
+            db, "SELECT count(*) FROM model_nodes") == 0, timeout=2)
+    finally:
+        up.close()
+
+
 def test_settings_reach_every_node_within_a_second(h):
     nodes, up, db = cluster(h)
     try:
@@ -201,12 +225,11 @@ def test_settings_reach_every_node_within_a_second(h):
                      .json["persistent"].get(key) == "7", timeout=1.0)
         assert time.time() - t0 < 1.0
         # A setting that changes behaviour: remote inference turned off through node 0 refuses
-        # predicts on node 2.
+        # deploys on node 2.
         mid = chat_model(nodes[1], up)
-        deploy(nodes[1], mid)
-        put_settings(nodes[0], {"plugins.ml_commons.remote_inference_enabled": False})
-        wait_for("remote inference off on node 2", lambda: predict(nodes[2], mid, CHAT).status
-                 == 400, timeout=1.0)
+        put_settings(nodes[0], {"plugins.ml_commons.remote_inference.enabled": False})
+        wait_for("remote inference off on node 2", lambda: nodes[2].post(
+            ML + "/models/%s/_deploy" % mid).status == 400, timeout=1.0)
     finally:
         up.close()
 
@@ -214,19 +237,19 @@ def test_settings_reach_every_node_within_a_second(h):
 def test_ttl_waits_for_every_node_to_be_idle(h):  # slow
     nodes, up, db = cluster(h)
     try:
-        mid = chat_model(nodes[0], up, deploy_setting={"model_ttl_minutes": 0.05})  # 3 s
+        mid = chat_model(nodes[0], up, deploy_setting={"model_ttl_minutes": 0.1})  # 6 s
         deploy(nodes[0], mid)
         for s in nodes:
             wait_for("deployed everywhere", lambda: count(
                 db, "SELECT count(*) FROM model_nodes WHERE model_id = '%s'" % mid) == 3,
                 timeout=1.5)
         # Only node 2 uses it; nodes 0 and 1 are idle for twice the TTL.
-        for _ in range(6):
+        for _ in range(12):
             time.sleep(1)
             predict_ok(nodes[2], mid, CHAT)
         assert get_model(nodes[0], mid)["model_state"] == "DEPLOYED"
         # Once node 2 stops too, the model expires (TTL plus flush and sweep slack).
-        deadline = time.time() + 8
+        deadline = time.time() + 12
         while get_model(nodes[0], mid)["model_state"] != "UNDEPLOYED":
             assert time.time() < deadline, get_model(nodes[0], mid)
             time.sleep(0.1)
