@@ -415,8 +415,10 @@ int store__is_url(const char *path)
 
 void store__conn_close(struct store__conn *c)
 {
-    for (int i = 0; i < c->ncache; i++)
+    for (int i = 0; i < c->ncache; i++) {
+        c->cache[i].st->name[0] = '\0'; /* the session ends: no DEALLOCATE round trips */
         store__finalize(c->cache[i].st);
+    }
     c->ncache = 0;
     if (c->db)
         sqlite3_close(c->db);
