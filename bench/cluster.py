@@ -135,6 +135,44 @@ class Bench:
             time.sleep(0.05)
         raise SystemExit("node did not start: " + open(os.path.join(d, "server.log")).read())
 
+    def propagation(self, ports, gid, cid, reps=10):
+        """How long a change through the first node takes to show on the last: a persistent
+        setting (GET /_cluster/settings), a deploy and an undeploy (the last node's profile
+        lists the model only while it holds a deployment of it). Seconds, sorted."""
+        first, last = ports[0], ports[-1]
+        out = {"settings": [], "deploy": [], "undeploy": []}
+
+        def until(fn, limit=10.0):
+            t = time.time()
+            while not fn():
+                if time.time() - t > limit:
+                    raise SystemExit("change did not propagate within %.0f s" % limit)
+                time.sleep(0.002)
+
+        def held(mid):
+            nodes = http(last, "GET", "/_plugins/_ml/profile/models/" + mid).get("nodes", {})
+            return any(mid in v.get("models", {}) for v in nodes.values())
+
+        for i in range(reps):
+            t0 = time.time()
+            http(first, "PUT", "/_cluster/settings", {"persistent": {
+                "plugins.ml_commons.max_model_on_node": str(100 + i)}})
+            until(lambda: http(last, "GET", "/_cluster/settings?flat_settings=true")
+                  ["persistent"].get("plugins.ml_commons.max_model_on_node") == str(100 + i))
+            out["settings"].append(time.time() - t0)
+            mid = http(first, "POST", "/_plugins/_ml/models/_register", {
+                "name": "p%d" % i, "function_name": "remote", "model_group_id": gid,
+                "connector_id": cid})["model_id"]
+            t0 = time.time()
+            http(first, "POST", "/_plugins/_ml/models/%s/_deploy" % mid)
+            until(lambda: held(mid))
+            out["deploy"].append(time.time() - t0)
+            t0 = time.time()
+            http(first, "POST", "/_plugins/_ml/models/%s/_undeploy" % mid)
+            until(lambda: not held(mid))
+            out["undeploy"].append(time.time() - t0)
+        return {k: sorted(v) for k, v in out.items()}
+
     def measure(self, n):
         db = "bench_%d_%d" % (n, os.getpid())
         self.psql("CREATE DATABASE %s" % db)
@@ -166,6 +204,7 @@ class Bench:
         wall = time.time() - t0
         cpu = sum(cpu_seconds(p.pid) for p, _ in nodes) - sum(cpu0)
         pg = pg_cpu_seconds() - pg0
+        prop = self.propagation(ports, gid, cid) if n > 1 else None
         for p, _ in nodes:
             p.terminate()
         for p, _ in nodes:
@@ -184,7 +223,8 @@ class Bench:
             log("   %d COMPLETED tasks for %d acknowledged registers" % (completed, acked))
         return {"nodes": n, "acknowledged": acked, "submit_per_s": submit, "p50_ms": p50,
                 "p99_ms": p99, "durable_tasks_per_s": durable, "failed": failed,
-                "mlrelay_cpu_s": cpu, "postgres_cpu_s": pg, "wall_s": wall}
+                "mlrelay_cpu_s": cpu, "postgres_cpu_s": pg, "wall_s": wall,
+                "propagation": prop}
 
 
 def main():
@@ -210,6 +250,12 @@ def main():
         print("%5d  %8.0f  %5.1f  %5.1f  %15.0f  %6d  %13.1f  %14.1f  %6.1f" % (
             r["nodes"], r["submit_per_s"], r["p50_ms"], r["p99_ms"], r["durable_tasks_per_s"],
             r["failed"], r["mlrelay_cpu_s"], r["postgres_cpu_s"], r["wall_s"]))
+    for r in rows:
+        if r["propagation"]:
+            print("propagation with %d nodes (first node -> last node, %d changes each): %s" % (
+                r["nodes"], len(r["propagation"]["settings"]), ", ".join(
+                    "%s p50 %.0f ms max %.0f ms" % (k, v[len(v) // 2] * 1000, v[-1] * 1000)
+                    for k, v in r["propagation"].items())))
     return 0 if rows else 1
 
 
