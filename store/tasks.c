@@ -155,9 +155,9 @@ static int claim_run(struct store__conn *c, struct store__op *op)
                                         "'BATCH_PREDICTION' LIMIT ?1",
                                      "SELECT id FROM tasks WHERE state = 'RUNNING' AND "
                                      "task_type <> 'BATCH_PREDICTION' AND (lease_until_ms < ?2 "
-                                     "OR claimed_by IS NULL OR NOT EXISTS (SELECT 1 FROM nodes "
-                                     "WHERE nodes.id = tasks.claimed_by AND heartbeat_ms >= ?3)) "
-                                     "LIMIT ?1 FOR UPDATE SKIP LOCKED"),
+                                     "OR (claimed_by IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+                                     "nodes WHERE nodes.id = tasks.claimed_by AND "
+                                     "heartbeat_ms >= ?3))) LIMIT ?1 FOR UPDATE SKIP LOCKED"),
                         o, ids, &n);
     for (int i = 0; i < n && rc == MLR_OK; i++)
         rc = claim_one(c, o, ids[i]);
