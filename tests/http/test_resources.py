@@ -14,6 +14,8 @@ import re
 import stat
 import time
 
+from harness import psql
+
 ML = "/_plugins/_ml"
 SETTINGS = "/_cluster/settings"
 TRUSTED = "plugins.ml_commons.trusted_connector_endpoints_regex"
@@ -1391,6 +1393,18 @@ def _scan_dir(d, needles):
     return found
 
 
+def pg_rows(s):
+    """PostgreSQL mode: every row of every table of server @s's database, as (table, text
+    bytes) pairs; [] with SQLite, whose database is a file in the data dir."""
+    url = s.store_url()
+    if url is None:
+        return []
+    db = url.split("?", 1)[0].rsplit("/", 1)[1]
+    tables = psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", db).split()
+    assert "connectors" in tables and "models" in tables, tables
+    return [(t, psql("SELECT x::text FROM %s AS x" % t, db).encode()) for t in tables]
+
+
 def test_secrets_never_in_plaintext(h):
     s = h.server(args=["--log-level", "debug"])
     secrets = ["sk-PLANTED-SECRET-123", "sk-PLANTED-INLINE-456", "sk-PLANTED-ROTATED-789",
@@ -1435,6 +1449,7 @@ def test_secrets_never_in_plaintext(h):
     time.sleep(0.1)
     needles = [sec.encode() for sec in secrets]
     found = _scan_dir(s.data_dir, needles)
+    found += [(t, n) for t, data in pg_rows(s) for n in needles if n in data]
     assert not found, found
     log = s.log()
     for sec in secrets:
