@@ -309,23 +309,20 @@ static int resolve(struct cx *cx, const char *name, struct fref *out)
     return MLR_OK;
 }
 
-/*
- * PostgreSQL: the jsonpath of @f's document path, every key quoted (a key may start with a digit)
- * and ending in [*]. Lax mode makes [*] yield a scalar as itself and an array's elements one by
- * one, which is what json_each() does for SQLite; a missing key yields nothing.
- */
-static void put_jsonpath(struct cx *cx, const struct fref *f)
+/* PostgreSQL: @f's document path as a text[] literal for #>: '{a,b}' for "$.a.b". Names are
+ * letters, digits, '_' and '.' only (valid_name()), so nothing needs quoting. */
+static void put_pgpath(struct cx *cx, const struct fref *f)
 {
-    char seg[MAX_FIELD + 4];
-    const char *p = f->path + 2; /* after "$." */
-    put(cx, "'lax $");
-    while (*p != '\0') {
-        size_t n = strcspn(p, ".");
-        snprintf(seg, sizeof(seg), ".\"%.*s\"", (int)n, p);
-        put(cx, seg);
-        p += n + (p[n] == '.');
-    }
-    put(cx, "[*]'");
+    char buf[sizeof(f->path) + 4];
+    size_t n = 0;
+    buf[n++] = '\'';
+    buf[n++] = '{';
+    for (const char *p = f->path + 2; *p != '\0'; p++) /* after "$.", dots become commas */
+        buf[n++] = *p == '.' ? ',' : *p;
+    buf[n++] = '}';
+    buf[n++] = '\'';
+    buf[n] = '\0';
+    put(cx, buf);
 }
 
 /* Opens a predicate over @f and returns the SQL expression for the field's value in it. */
@@ -334,9 +331,14 @@ static const char *pred_begin(struct cx *cx, const struct fref *f)
     if (f->col != NULL)
         return f->col;
     if (cx->q->pg) {
-        put(cx, "EXISTS(SELECT 1 FROM jsonb_path_query(doc::jsonb, ");
-        put_jsonpath(cx, f);
-        put(cx, ") AS j(value) WHERE ");
+        /* The values json_each() gives SQLite: an array's elements, an object's member values,
+         * a scalar itself, nothing for a missing path; as jsonb. */
+        put(cx, "EXISTS(SELECT 1 FROM (SELECT doc::jsonb #> ");
+        put_pgpath(cx, f);
+        put(cx, " AS x) AS p, jsonb_array_elements(CASE jsonb_typeof(p.x) WHEN 'array' THEN p.x "
+                "WHEN 'object' THEN (SELECT coalesce(jsonb_agg(e.value), '[]') FROM "
+                "jsonb_each(p.x) AS e) ELSE jsonb_build_array(p.x) END) AS j(value) "
+                "WHERE p.x IS NOT NULL AND ");
         return "j.value"; /* jsonb */
     }
     put(cx, "EXISTS(SELECT 1 FROM json_each(doc, '");
@@ -1462,8 +1464,13 @@ static void build_select(const struct store__index *ix, const struct store__quer
                          struct mlr_buf *b)
 {
     mlr_buf_printf(b, "SELECT id, doc, %s", meta ? "version, seq_no" : "1, 0");
+    /* PostgreSQL resolves a bare ORDER BY name against the select list first, and two select
+     * columns of one name (id and a sort key on _id, or one column sorted twice) make it
+     * ambiguous: its sort columns get names of their own. */
     for (size_t i = 0; i < q->nsort; i++)
-        if (q->sort_exprs[i] != NULL)
+        if (q->sort_exprs[i] != NULL && q->pg)
+            mlr_buf_printf(b, ", %s AS sort%zu", q->sort_exprs[i], i);
+        else if (q->sort_exprs[i] != NULL)
             mlr_buf_printf(b, ", %s", q->sort_exprs[i]);
     mlr_buf_printf(b, " FROM %s WHERE %s ORDER BY %s LIMIT ? OFFSET ?", ix->table, q->where.data,
                    q->order.data);
@@ -1710,6 +1717,20 @@ static struct json_object *column_json(struct store__stmt *st, int i)
     }
 }
 
+/* PostgreSQL: a jsonb sort value as SQLite's json_extract() gives it: a scalar as itself, an
+ * object or array as its JSON text (compact, though in jsonb's key order). */
+static struct json_object *json_sort_value(const char *text)
+{
+    struct json_object *v = json_tokener_parse(text);
+    if (json_object_is_type(v, json_type_object) || json_object_is_type(v, json_type_array)) {
+        struct json_object *s =
+            json_object_new_string(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+        json_object_put(v);
+        return s;
+    }
+    return v;
+}
+
 /* The values a hit was sorted by, in the order of the client's sort keys. */
 static struct json_object *sort_values(const struct store__query *q, struct store__stmt *st)
 {
@@ -1720,7 +1741,7 @@ static struct json_object *sort_values(const struct store__query *q, struct stor
         if (q->sort_exprs[i] == NULL)
             v = json_object_new_double(q->score);
         else if (q->sort_json[i] && !store__col_null(st, col))
-            v = json_tokener_parse(store__col_text(st, col++));
+            v = json_sort_value(store__col_text(st, col++));
         else
             v = column_json(st, col++);
         json_object_array_add(arr, v); /* consumes v */

@@ -252,9 +252,10 @@ int store__search_compile(const struct store__index *ix, struct json_object *bod
 
 /**
  * store__search_compile() for either backend: @pg nonzero emits PostgreSQL's dialect (document
- * paths read `doc::jsonb` through jsonb_path_query(), full-text matching calls the mlr_match()
- * that migrations/postgres/ defines, booleans are TRUE/FALSE), zero emits exactly what
- * store__search_compile() does. The result must run on a connection of the same backend.
+ * paths read `doc::jsonb #> '{a,b}'` and expand it as json_each() does, values compare as jsonb,
+ * full-text matching calls the mlr_match() that migrations/postgres/ defines, constants are
+ * TRUE/FALSE), zero emits exactly what store__search_compile() does. The result must run on a
+ * connection of the same backend.
  */
 int store__search_compile_dialect(const struct store__index *ix, struct json_object *body, int pg,
                                   struct store__query *out, char *err, size_t errlen);
