@@ -9,8 +9,11 @@
  *
  * Every write is one store__op on the writer thread, so check-then-write sequences (a name must
  * be unique, a connector must not be in use, a model group's version counter is bumped while the
- * model is inserted) are atomic without any extra locking: there is one writer. Reads run on the
- * read pool and parse the document there, off the loop thread.
+ * model is inserted) are atomic without any extra locking: there is one writer. With PostgreSQL
+ * several nodes each have a writer; there a document read to be written back is locked
+ * (store__doc_load() reads FOR UPDATE inside the writer's transaction), and a clash that only
+ * the unique keys catch fails the op with MLR_EEXIST. Reads run on the read pool and parse the
+ * document there, off the loop thread.
  *
  * _version starts at 1 and grows by one per update (and on delete, as in OpenSearch); _seq_no
  * comes from one counter in the meta table, bumped inside the same transaction as the write.

@@ -11,8 +11,17 @@
  * OpenSearch. Supported queries: match_all, match_none, ids, term, terms, match, range, exists,
  * bool and constant_score; anything else is `unknown query [name]`.
  *
+ * Dialects. A query is compiled for one backend (store__search_compile_dialect()). SQLite's text
+ * is as described above. PostgreSQL's reads a document path as `doc::jsonb #> '{a,b}'` and
+ * expands it into the same values json_each() gives (an array's elements, an object's member
+ * values, a scalar itself) as jsonb, which compares typed as SQLite's values do: a string never
+ * equals a number, 5 equals 5.0. Where the two differ the PostgreSQL text says so explicitly:
+ * range bounds on document values only match values of the bound's JSON type (SQLite would
+ * order every string above every number), text columns compare and sort with COLLATE "C" (SQLite's
+ * BINARY), DESC sorts say NULLS LAST, and constants are TRUE/FALSE rather than 1/0.
+ *
  * Invariants. Nothing from the request reaches the SQL text except field names that passed a
- * strict pattern (letters, digits, '_' and '.'), and those only inside a quoted JSON path; every
+ * strict pattern (letters, digits, '_' and '.'), and those only inside a quoted path; every
  * value is a bound parameter. Every predicate yields true, false or NULL, where NULL means false;
  * must_not wraps its clause in coalesce() so that a missing field negates to true, not to NULL.
  * The id is always the last ORDER BY key, so pages are stable. Input is bounded: 20 levels of
@@ -22,7 +31,8 @@
  * Threading. Compilation is pure and may run on any thread (normally the loop thread, so bad
  * input is refused before work is queued). The compiled query is read-only afterwards and runs on
  * a pool thread with that thread's connection; `match` needs the SQL function that
- * store__search_register() installs on each connection.
+ * store__search_register() installs on each SQLite connection (PostgreSQL's mlr_match() is
+ * created by migrations/postgres/0001_init.sql).
  *
  * Costs. Compilation is linear in the body. A run is one count bounded by track_total_hits
  * (10,000 by default, so a huge match set costs at most 10,001 index steps) plus one
