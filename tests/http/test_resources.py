@@ -12,9 +12,10 @@ import json
 import os
 import re
 import stat
+import threading
 import time
 
-from harness import psql
+from harness import pg_only, psql
 
 ML = "/_plugins/_ml"
 SETTINGS = "/_cluster/settings"
@@ -1691,3 +1692,47 @@ def test_restart_kill9_persists_acknowledged(h):  # slow
     # Ids stay unique across crashes: new documents never reuse old ids.
     cid2 = create_connector(s, completions_connector())
     assert cid2 != cid
+
+
+# -- several nodes on one PostgreSQL database ------------------------------------------------------
+
+def test_two_nodes_updating_one_document_lose_nothing(h):
+    """Two nodes share a database and update different fields of one connector at the same time:
+    each update reads the document and writes it back, so without a row lock a node would write
+    back a copy that misses the other's change. Each node's last write must survive, and model
+    registrations into one group from both nodes get distinct versions."""
+    pg_only()
+    a = h.server(pg_db="mlrt_shared_nodes")
+    b = h.server(pg_db="mlrt_shared_nodes")
+    cid = create_connector(a, completions_connector())
+    gid = register_group(a, "shared group")
+    problems = []
+
+    def update(s, field):
+        for i in range(40):
+            r = s.put(ML + "/connectors/" + cid, {field: "%s-%d" % (field, i)})
+            if r.status != 200:
+                problems.append(r)
+
+    def register(s, tag):
+        for i in range(10):
+            r = s.post(ML + "/models/_register", {"name": "%s-%d" % (tag, i), "function_name":
+                                                  "remote", "connector_id": cid,
+                                                  "model_group_id": gid})
+            if r.status != 200:
+                problems.append(r)
+
+    for target in (update, register):
+        threads = [threading.Thread(target=target, args=(s, arg))
+                   for s, arg in ((a, "name"), (b, "description"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not problems, problems[:3]
+    doc = get_doc(b, "connectors", cid)
+    assert (doc["name"], doc["description"]) == ("name-39", "description-39"), doc
+    assert get_doc(a, "model_groups", gid)["latest_version"] == 20
+    hits = search(a, "models", {"size": 100})["hits"]["hits"]
+    assert sorted(int(x["_source"]["model_version"]) for x in hits) == list(range(1, 21)), hits
+
