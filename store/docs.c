@@ -11,9 +11,10 @@
  * be unique, a connector must not be in use, a model group's version counter is bumped while the
  * model is inserted) are atomic without any extra locking: there is one writer. With PostgreSQL
  * several nodes each have a writer; there a document read to be written back is locked
- * (store__doc_load() reads FOR UPDATE inside the writer's transaction), and a clash that only
- * the unique keys catch fails the op with MLR_EEXIST. Reads run on the read pool and parse the
- * document there, off the loop thread.
+ * (store__doc_load() reads FOR UPDATE inside the writer's transaction), a group name is looked
+ * up under a lock on that name (group_name_lock()), and any other clash, which only the unique
+ * keys catch, fails the op with MLR_EEXIST. Reads run on the read pool and parse the document
+ * there, off the loop thread.
  *
  * _version starts at 1 and grows by one per update (and on delete, as in OpenSearch); _seq_no
  * comes from one counter in the meta table, bumped inside the same transaction as the write.
@@ -191,11 +192,32 @@ int store__step_int(struct store__stmt *st, int64_t *out)
     return ret;
 }
 
+/*
+ * PostgreSQL, writer: holds a lock on group name @name until the transaction ends. The writers
+ * that look a name up are about to take it (create or rename a group) or to use the group found;
+ * with several nodes, a second node asking for the same name waits for the first to commit and
+ * then finds its group, instead of failing on the unique key. Any int4 works as the lock class
+ * as long as every node uses the same one.
+ */
+static int group_name_lock(struct store__conn *c, const char *name)
+{
+    struct store__stmt *st = NULL;
+    int rc = store__stmt(c, "SELECT pg_advisory_xact_lock(1835823719, hashtext(?))", &st);
+    if (rc != MLR_OK)
+        return rc;
+    store__bind_text(st, 1, name);
+    rc = store__err(store__step(st));
+    store__reset(st);
+    return rc;
+}
+
 /* Finds the id of the model group named @name; MLR_ENOTFOUND when none. */
 static int group_by_name(struct store__conn *c, const char *name, char *id, size_t idlen)
 {
     struct store__stmt *st = NULL;
-    int rc = store__stmt(c, "SELECT id FROM model_groups WHERE name = ?", &st);
+    int rc = c->pg != NULL && store__in_tx(c) ? group_name_lock(c, name) : MLR_OK;
+    if (rc == MLR_OK)
+        rc = store__stmt(c, "SELECT id FROM model_groups WHERE name = ?", &st);
     if (rc != MLR_OK)
         return rc;
     store__bind_text(st, 1, name);

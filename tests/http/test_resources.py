@@ -1700,7 +1700,8 @@ def test_two_nodes_updating_one_document_lose_nothing(h):
     """Two nodes share a database and update different fields of one connector at the same time:
     each update reads the document and writes it back, so without a row lock a node would write
     back a copy that misses the other's change. Each node's last write must survive, and model
-    registrations into one group from both nodes get distinct versions."""
+    registrations into one group from both nodes get distinct versions, and registrations that
+    create a group by name from both nodes share one group."""
     pg_only()
     a = h.server(pg_db="mlrt_shared_nodes")
     b = h.server(pg_db="mlrt_shared_nodes")
@@ -1722,7 +1723,16 @@ def test_two_nodes_updating_one_document_lose_nothing(h):
             if r.status != 200:
                 problems.append(r)
 
-    for target in (update, register):
+    def register_by_name(s, _):
+        """Both nodes register models named alike without a group: the first creates the group
+        named after the model, the other must find it rather than clash on the name."""
+        for i in range(10):
+            r = s.post(ML + "/models/_register", {"name": "same-%d" % i, "function_name":
+                                                  "remote", "connector_id": cid})
+            if r.status != 200:
+                problems.append(r)
+
+    for target in (update, register, register_by_name):
         threads = [threading.Thread(target=target, args=(s, arg))
                    for s, arg in ((a, "name"), (b, "description"))]
         for t in threads:
@@ -1733,6 +1743,13 @@ def test_two_nodes_updating_one_document_lose_nothing(h):
     doc = get_doc(b, "connectors", cid)
     assert (doc["name"], doc["description"]) == ("name-39", "description-39"), doc
     assert get_doc(a, "model_groups", gid)["latest_version"] == 20
-    hits = search(a, "models", {"size": 100})["hits"]["hits"]
-    assert sorted(int(x["_source"]["model_version"]) for x in hits) == list(range(1, 21)), hits
+    hits = search(a, "models", {"query": {"term": {"model_group_id": gid}}, "size": 100})
+    versions = sorted(int(x["_source"]["model_version"]) for x in hits["hits"]["hits"])
+    assert versions == list(range(1, 21)), hits
+    for i in range(10):
+        groups = search(a, "model_groups", {"query": {"term": {"name.keyword": "same-%d" % i}}})
+        assert groups["hits"]["total"]["value"] == 1, groups
+        models = search(a, "models", {"query": {"term": {"name.keyword": "same-%d" % i}}})
+        assert sorted(x["_source"]["model_version"] for x in models["hits"]["hits"]) == \
+            ["1", "2"], models
 
