@@ -379,9 +379,12 @@ static const char *jsonb_type(struct json_object *v)
 /*
  * PostgreSQL: <e> <op> ?, where @e is @f's value in the predicate and @b the value as @f compares
  * it (bound here). Document values are jsonb: equality is typed by itself, but jsonb orders
- * strings below numbers where SQLite orders them above, so an ordering comparison is limited to
- * values of the bound's JSON type (which SQLite's cross-type answers hardly ever differ from).
- * Text columns order bytewise (COLLATE "C"), as SQLite's BINARY collation does.
+ * strings below numbers where SQLite orders them above, so an ordering comparison only matches
+ * values of the bound's JSON type. The backends then answer differently across types: for
+ * SQLite every string is above every number (a "gt": 0 matches any string value), here no
+ * string is comparable with a number. (Likewise SQLite's JSON true is the integer 1, so a term
+ * true also matches a 1 there, not here.) Text columns order bytewise (COLLATE "C"), as SQLite's
+ * BINARY collation does.
  */
 static void pg_compare(struct cx *cx, const struct fref *f, const char *e, const char *op,
                        struct json_object *b, int nocase)
