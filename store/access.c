@@ -26,11 +26,27 @@
     ".owner = ? OR (" g ".access = 'restricted' AND EXISTS (SELECT 1 FROM json_each(" g          \
     ".doc, '$.backend_roles') AS r, json_each(?) AS u WHERE r.value = u.value)))"
 
+/*
+ * The same rule in PostgreSQL's dialect. The document's backend_roles are read with a lax
+ * jsonpath, which yields an array's elements, or a lone scalar as itself, as SQLite's json_each()
+ * does; the caller's roles arrive as a JSON array. Roles compare as jsonb, which is typed as
+ * json_each()'s values are.
+ */
+#define GROUP_ALLOWED_PG(g)                                                                      \
+    "(" g ".owner IS NULL OR " g ".access IS NULL OR " g ".access = 'public' OR " g              \
+    ".owner = ? OR (" g ".access = 'restricted' AND EXISTS (SELECT 1 FROM "                      \
+    "jsonb_path_query(" g ".doc::jsonb, 'lax $.\"backend_roles\"[*]') AS r(value), "             \
+    "jsonb_array_elements(?::jsonb) AS u(value) WHERE r.value = u.value)))"
+
 static const char group_pred[] = GROUP_ALLOWED("model_groups");
+static const char group_pred_pg[] = GROUP_ALLOWED_PG("model_groups");
 
 static const char model_pred[] =
     "(models.model_group_id IS NULL OR models.model_group_id = '' OR NOT EXISTS (SELECT 1 FROM "
     "model_groups AS g WHERE g.id = models.model_group_id AND NOT " GROUP_ALLOWED("g") "))";
+static const char model_pred_pg[] =
+    "(models.model_group_id IS NULL OR models.model_group_id = '' OR NOT EXISTS (SELECT 1 FROM "
+    "model_groups AS g WHERE g.id = models.model_group_id AND NOT " GROUP_ALLOWED_PG("g") "))";
 
 static const char connector_pred[] =
     "(connectors.owner IS NULL OR json_extract(connectors.doc, '$.access') IS NULL OR "
@@ -38,19 +54,26 @@ static const char connector_pred[] =
     "(json_extract(connectors.doc, '$.access') = 'restricted' AND EXISTS (SELECT 1 FROM "
     "json_each(connectors.doc, '$.backend_roles') AS r, json_each(?) AS u "
     "WHERE r.value = u.value)))";
+static const char connector_pred_pg[] =
+    "(connectors.owner IS NULL OR (connectors.doc::jsonb ->> 'access') IS NULL OR "
+    "(connectors.doc::jsonb ->> 'access') = 'public' OR connectors.owner = ? OR "
+    "((connectors.doc::jsonb ->> 'access') = 'restricted' AND EXISTS (SELECT 1 FROM "
+    "jsonb_path_query(connectors.doc::jsonb, 'lax $.\"backend_roles\"[*]') AS r(value), "
+    "jsonb_array_elements(?::jsonb) AS u(value) WHERE r.value = u.value)))";
 
-/* The predicate restricting @kind for @acc, or NULL when nothing is restricted. */
-static const char *predicate(enum store_kind kind, const struct store_access *acc)
+/* The predicate restricting @kind for @acc in the dialect @pg says, or NULL when nothing is
+ * restricted. */
+static const char *predicate(enum store_kind kind, const struct store_access *acc, int pg)
 {
     if (acc == NULL)
         return NULL;
     switch (kind) {
     case STORE_MODEL_GROUP:
-        return acc->groups ? group_pred : NULL;
+        return !acc->groups ? NULL : pg ? group_pred_pg : group_pred;
     case STORE_MODEL:
-        return acc->groups ? model_pred : NULL;
+        return !acc->groups ? NULL : pg ? model_pred_pg : model_pred;
     case STORE_CONNECTOR:
-        return acc->connectors ? connector_pred : NULL;
+        return !acc->connectors ? NULL : pg ? connector_pred_pg : connector_pred;
     default:
         return NULL;
     }
@@ -71,7 +94,7 @@ static void val_text(struct store__query *q, const char *s)
 void store__query_restrict(struct store__query *q, enum store_kind kind,
                            const struct store_access *acc)
 {
-    const char *pred = predicate(kind, acc);
+    const char *pred = predicate(kind, acc, q->pg);
     if (pred == NULL)
         return;
     struct mlr_buf w;
@@ -129,7 +152,7 @@ static void check_done(int status, void *arg)
 int store_access_check(struct store *s, enum store_kind kind, const char *id,
                        const struct store_access *acc, store_done_cb cb, void *data)
 {
-    const char *pred = predicate(kind, acc);
+    const char *pred = predicate(kind, acc, store__main_conn(s)->pg != NULL);
     if (id == NULL || strlen(id) > STORE_ID_MAX) {
         cb(MLR_ENOTFOUND, data);
         return MLR_OK;

@@ -9,8 +9,12 @@
  *
  * Every write is one store__op on the writer thread, so check-then-write sequences (a name must
  * be unique, a connector must not be in use, a model group's version counter is bumped while the
- * model is inserted) are atomic without any extra locking: there is one writer. Reads run on the
- * read pool and parse the document there, off the loop thread.
+ * model is inserted) are atomic without any extra locking: there is one writer. With PostgreSQL
+ * several nodes each have a writer; there a document read to be written back is locked
+ * (store__doc_load() reads FOR UPDATE inside the writer's transaction), a group name is looked
+ * up under a lock on that name (group_name_lock()), and any other clash, which only the unique
+ * keys catch, fails the op with MLR_EEXIST. Reads run on the read pool and parse the document
+ * there, off the loop thread.
  *
  * _version starts at 1 and grows by one per update (and on delete, as in OpenSearch); _seq_no
  * comes from one counter in the meta table, bumped inside the same transaction as the write.
@@ -37,6 +41,7 @@ struct kind_desc {
     const char *insert_sql;         /* id, version, seq_no, doc, credential, cols... */
     const char *update_sql;         /* seq_no, doc, credential, cols..., id */
     const char *select_sql;         /* doc, version, seq_no, credential WHERE id = ? */
+    const char *lock_sql;           /* PostgreSQL: select_sql ... FOR UPDATE */
     const char *delete_sql;         /* WHERE id = ? RETURNING version */
     const char *any_sql;            /* does the table have any row */
 };
@@ -67,6 +72,7 @@ static const struct kind_desc kinds[STORE__KINDS] = {
         "latest_version = ?5, access = ?6, owner = ?7, created_time = ?8, last_updated_time = ?9 "
         "WHERE id = ?10 RETURNING version",
         "SELECT doc, version, seq_no, NULL FROM model_groups WHERE id = ?",
+        "SELECT doc, version, seq_no, NULL FROM model_groups WHERE id = ? FOR UPDATE",
         "DELETE FROM model_groups WHERE id = ? RETURNING version",
         "SELECT EXISTS(SELECT 1 FROM model_groups)",
     },
@@ -78,6 +84,7 @@ static const struct kind_desc kinds[STORE__KINDS] = {
         "name = ?4, owner = ?5, created_time = ?6, last_updated_time = ?7 WHERE id = ?8 "
         "RETURNING version",
         "SELECT doc, version, seq_no, credential FROM connectors WHERE id = ?",
+        "SELECT doc, version, seq_no, credential FROM connectors WHERE id = ? FOR UPDATE",
         "DELETE FROM connectors WHERE id = ? RETURNING version",
         "SELECT EXISTS(SELECT 1 FROM connectors)",
     },
@@ -90,6 +97,7 @@ static const struct kind_desc kinds[STORE__KINDS] = {
         "name = ?4, model_group_id = ?5, connector_id = ?6, model_state = ?7, created_time = ?8, "
         "last_updated_time = ?9 WHERE id = ?10 RETURNING version",
         "SELECT doc, version, seq_no, credential FROM models WHERE id = ?",
+        "SELECT doc, version, seq_no, credential FROM models WHERE id = ? FOR UPDATE",
         "DELETE FROM models WHERE id = ? RETURNING version",
         "SELECT EXISTS(SELECT 1 FROM models)",
     },
@@ -101,6 +109,7 @@ static const struct kind_desc kinds[STORE__KINDS] = {
         "state = ?5, model_id = ?6, create_time = ?7, last_update_time = ?8 WHERE id = ?9 "
         "RETURNING version",
         "SELECT doc, version, seq_no, input FROM tasks WHERE id = ?",
+        "SELECT doc, version, seq_no, input FROM tasks WHERE id = ? FOR UPDATE",
         "DELETE FROM tasks WHERE id = ? RETURNING version",
         "SELECT EXISTS(SELECT 1 FROM tasks)",
     },
@@ -183,11 +192,32 @@ int store__step_int(struct store__stmt *st, int64_t *out)
     return ret;
 }
 
+/*
+ * PostgreSQL, writer: holds a lock on group name @name until the transaction ends. The writers
+ * that look a name up are about to take it (create or rename a group) or to use the group found;
+ * with several nodes, a second node asking for the same name waits for the first to commit and
+ * then finds its group, instead of failing on the unique key. Any int4 works as the lock class
+ * as long as every node uses the same one.
+ */
+static int group_name_lock(struct store__conn *c, const char *name)
+{
+    struct store__stmt *st = NULL;
+    int rc = store__stmt(c, "SELECT pg_advisory_xact_lock(1835823719, hashtext(?))", &st);
+    if (rc != MLR_OK)
+        return rc;
+    store__bind_text(st, 1, name);
+    rc = store__err(store__step(st));
+    store__reset(st);
+    return rc;
+}
+
 /* Finds the id of the model group named @name; MLR_ENOTFOUND when none. */
 static int group_by_name(struct store__conn *c, const char *name, char *id, size_t idlen)
 {
     struct store__stmt *st = NULL;
-    int rc = store__stmt(c, "SELECT id FROM model_groups WHERE name = ?", &st);
+    int rc = c->pg != NULL && store__in_tx(c) ? group_name_lock(c, name) : MLR_OK;
+    if (rc == MLR_OK)
+        rc = store__stmt(c, "SELECT id FROM model_groups WHERE name = ?", &st);
     if (rc != MLR_OK)
         return rc;
     store__bind_text(st, 1, name);
@@ -329,12 +359,20 @@ int store_doc_insert(struct store *s, enum store_kind kind, const char *id, stru
     return rc;
 }
 
-/* Reads the current document and credential of @id (writer thread). */
+/*
+ * Reads the current document and credential of @id. Inside a transaction on PostgreSQL (the
+ * writer: every op that reads a document to write it back) the row is locked FOR UPDATE until
+ * commit, so a writer on another node that read the same row waits and then sees this one's
+ * write instead of overwriting it with a stale copy. SQLite needs no lock: its writer holds the
+ * database's only write lock from BEGIN IMMEDIATE. Readers run outside transactions and lock
+ * nothing.
+ */
 int store__doc_load(struct store__conn *c, enum store_kind kind, const char *id,
                     struct json_object **doc, char **credential, struct store_doc *meta)
 {
     struct store__stmt *st = NULL;
-    int rc = store__stmt(c, kinds[kind].select_sql, &st);
+    int lock = c->pg != NULL && store__in_tx(c);
+    int rc = store__stmt(c, lock ? kinds[kind].lock_sql : kinds[kind].select_sql, &st);
     if (rc != MLR_OK)
         return rc;
     store__bind_text(st, 1, id);
@@ -531,6 +569,55 @@ struct register_op {
     char model_version[24];
 };
 
+/*
+ * Bumps group @id's version counter in one statement, no JSON round trip through C: SET
+ * expressions see the old row, so latest_version + 1 is the new version in both the column and
+ * the document.
+ */
+static int group_bump_sqlite(struct store__conn *c, const char *id, int64_t now, int64_t *latest)
+{
+    struct store__stmt *st = NULL;
+    int64_t seq = 0;
+    int rc = next_seq(c, &seq);
+    if (rc == MLR_OK)
+        rc = store__stmt(c, "UPDATE model_groups SET latest_version = latest_version + 1, "
+                            "last_updated_time = ?1, version = version + 1, seq_no = ?2, "
+                            "doc = json_set(doc, '$.latest_version', latest_version + 1, "
+                            "'$.last_updated_time', ?1) WHERE id = ?3 RETURNING latest_version",
+                         &st);
+    if (rc != MLR_OK)
+        return rc;
+    store__bind_int(st, 1, now);
+    store__bind_int(st, 2, seq);
+    store__bind_text(st, 3, id);
+    return store__step_int(st, latest);
+}
+
+/*
+ * PostgreSQL: the same bump through the document in C. jsonb_set() would hand the document back
+ * re-serialised in jsonb's key order, and documents are kept as the text clients wrote. The load
+ * locks the row (FOR UPDATE), so two nodes registering into one group get distinct versions.
+ */
+static int group_bump_pg(struct store__conn *c, const char *id, int64_t now, int64_t *latest)
+{
+    struct json_object *doc = NULL;
+    char *cred = NULL;
+    int rc = store__doc_load(c, STORE_MODEL_GROUP, id, &doc, &cred, NULL);
+    int64_t v = 0;
+    if (rc == MLR_OK) {
+        v = json_object_get_int64(json_object_object_get(doc, "latest_version")) + 1;
+        /* Each add replaces the member in place and consumes its value. */
+        json_object_object_add(doc, "latest_version", json_object_new_int64(v));
+        json_object_object_add(doc, "last_updated_time", json_object_new_int64(now));
+        rc = store__doc_write(c, STORE_MODEL_GROUP, id, doc, cred, NULL, NULL);
+    }
+    if (rc == MLR_OK)
+        *latest = v;
+    json_object_put(doc);
+    free(cred);
+    return rc;
+}
+
 /* Resolves the target group (creating one named after the model if needed) and bumps its
  * version counter; the model's version is the new counter value. */
 static int register_group(struct store__conn *c, struct register_op *r)
@@ -548,23 +635,8 @@ static int register_group(struct store__conn *c, struct register_op *r)
         if (rc != MLR_OK)
             return rc;
     }
-    /* One statement, no JSON round trip through C: SET expressions see the old row, so
-     * latest_version + 1 is the new version in both the column and the document. */
-    struct store__stmt *st = NULL;
-    int64_t seq = 0;
-    int rc = next_seq(c, &seq);
-    if (rc == MLR_OK)
-        rc = store__stmt(c, "UPDATE model_groups SET latest_version = latest_version + 1, "
-                            "last_updated_time = ?1, version = version + 1, seq_no = ?2, "
-                            "doc = json_set(doc, '$.latest_version', latest_version + 1, "
-                            "'$.last_updated_time', ?1) WHERE id = ?3 RETURNING latest_version",
-                         &st);
-    if (rc != MLR_OK)
-        return rc;
-    store__bind_int(st, 1, now);
-    store__bind_int(st, 2, seq);
-    store__bind_text(st, 3, r->used_group);
-    rc = store__step_int(st, &latest);
+    int rc = c->pg ? group_bump_pg(c, r->used_group, now, &latest)
+                   : group_bump_sqlite(c, r->used_group, now, &latest);
     if (rc == MLR_ENOTFOUND)
         mlr_buf_puts(&r->d.detail, "group");
     snprintf(r->model_version, sizeof(r->model_version), "%lld", (long long)latest);
@@ -781,7 +853,8 @@ int store_doc_search(struct store *s, enum store_kind kind, struct json_object *
     r->kind = kind;
     r->cb = cb;
     r->data = data;
-    int rc = store__search_compile(&indexes[kind], body, &r->q, err, errlen);
+    int rc = store__search_compile_dialect(&indexes[kind], body, store__main_conn(s)->pg != NULL,
+                                           &r->q, err, errlen);
     if (rc != MLR_OK) {
         *err_type = r->q.err_type ? r->q.err_type : "parsing_exception";
         store__query_cleanup(&r->q);

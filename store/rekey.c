@@ -25,8 +25,10 @@ static int rekey_table(struct store__conn *c, struct rekey_op *o, const char *ta
                        const char *kind)
 {
     char sql[128];
-    snprintf(sql, sizeof(sql), "SELECT id, credential FROM %s WHERE credential IS NOT NULL",
-             table);
+    /* PostgreSQL: the rows stay locked until commit, so a node writing a credential meanwhile
+     * waits and cannot leave one sealed under the old key. */
+    snprintf(sql, sizeof(sql), "SELECT id, credential FROM %s WHERE credential IS NOT NULL%s",
+             table, c->pg ? " FOR UPDATE" : "");
     struct store__stmt *st = NULL, *up = NULL;
     int rc = store__prepare(c, sql, &st);
     snprintf(sql, sizeof(sql), "UPDATE %s SET credential = ? WHERE id = ?", table);
@@ -62,8 +64,11 @@ static int rekey_run(struct store__conn *c, struct store__op *op)
         rc = rekey_table(c, o, "models", "model");
     struct store__stmt *st = NULL;
     if (rc == MLR_OK)
-        rc = store__stmt(c, "INSERT OR REPLACE INTO meta(key, value) "
-                            "VALUES('master_key_check', ?)", &st);
+        rc = store__stmt(c, STORE_SQL(c, "INSERT OR REPLACE INTO meta(key, value) "
+                                         "VALUES('master_key_check', ?)",
+                                      "INSERT INTO meta(key, value) VALUES('master_key_check', ?) "
+                                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value"),
+                         &st);
     if (rc == MLR_OK) {
         store__bind_text(st, 1, o->check);
         rc = store__err(store__step(st));

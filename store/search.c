@@ -11,8 +11,17 @@
  * OpenSearch. Supported queries: match_all, match_none, ids, term, terms, match, range, exists,
  * bool and constant_score; anything else is `unknown query [name]`.
  *
+ * Dialects. A query is compiled for one backend (store__search_compile_dialect()). SQLite's text
+ * is as described above. PostgreSQL's reads a document path as `doc::jsonb #> '{a,b}'` and
+ * expands it into the same values json_each() gives (an array's elements, an object's member
+ * values, a scalar itself) as jsonb, which compares typed as SQLite's values do: a string never
+ * equals a number, 5 equals 5.0. Where the two differ the PostgreSQL text says so explicitly:
+ * range bounds on document values only match values of the bound's JSON type (SQLite would
+ * order every string above every number), text columns compare and sort with COLLATE "C" (SQLite's
+ * BINARY), DESC sorts say NULLS LAST, and constants are TRUE/FALSE rather than 1/0.
+ *
  * Invariants. Nothing from the request reaches the SQL text except field names that passed a
- * strict pattern (letters, digits, '_' and '.'), and those only inside a quoted JSON path; every
+ * strict pattern (letters, digits, '_' and '.'), and those only inside a quoted path; every
  * value is a bound parameter. Every predicate yields true, false or NULL, where NULL means false;
  * must_not wraps its clause in coalesce() so that a missing field negates to true, not to NULL.
  * The id is always the last ORDER BY key, so pages are stable. Input is bounded: 20 levels of
@@ -22,7 +31,8 @@
  * Threading. Compilation is pure and may run on any thread (normally the loop thread, so bad
  * input is refused before work is queued). The compiled query is read-only afterwards and runs on
  * a pool thread with that thread's connection; `match` needs the SQL function that
- * store__search_register() installs on each connection.
+ * store__search_register() installs on each SQLite connection (PostgreSQL's mlr_match() is
+ * created by migrations/postgres/0001_init.sql).
  *
  * Costs. Compilation is linear in the body. A run is one count bounded by track_total_hits
  * (10,000 by default, so a huge match set costs at most 10,001 index steps) plus one
@@ -133,6 +143,18 @@ static void put_order(struct cx *cx, const char *s)
         cx->overflow = 1;
 }
 
+/* Constant predicates: SQLite has no boolean type and takes 1 and 0; PostgreSQL wants booleans
+ * wherever a condition goes. */
+static void put_true(struct cx *cx)
+{
+    put(cx, cx->q->pg ? "TRUE" : "1");
+}
+
+static void put_false(struct cx *cx)
+{
+    put(cx, cx->q->pg ? "FALSE" : "0");
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Bound values                                                                               */
 /* ------------------------------------------------------------------------------------------ */
@@ -165,6 +187,13 @@ static void bind_json(struct cx *cx, struct json_object *v)
         val_new(cx->q, STORE__VAL_REAL)->d = json_object_get_double(v);
     else
         val_new(cx->q, STORE__VAL_INT)->i = json_object_get_int64(v);
+}
+
+/* PostgreSQL, document paths: binds @v as JSON text, compared with `?::jsonb` (jsonb equality is
+ * typed as SQLite's is: a string never equals a number, and 5 equals 5.0). */
+static void bind_jsonb(struct cx *cx, struct json_object *v)
+{
+    bind_text(cx, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
 }
 
 /* Drops the values and SQL appended since a checkpoint (clauses parsed only to validate them). */
@@ -290,11 +319,38 @@ static int resolve(struct cx *cx, const char *name, struct fref *out)
     return MLR_OK;
 }
 
+/* PostgreSQL: @f's document path as a text[] literal for #>: '{a,b}' for "$.a.b". Names are
+ * letters, digits, '_' and '.' only (valid_name()), so nothing needs quoting. */
+static void put_pgpath(struct cx *cx, const struct fref *f)
+{
+    char buf[sizeof(f->path) + 4];
+    size_t n = 0;
+    buf[n++] = '\'';
+    buf[n++] = '{';
+    for (const char *p = f->path + 2; *p != '\0'; p++) /* after "$.", dots become commas */
+        buf[n++] = *p == '.' ? ',' : *p;
+    buf[n++] = '}';
+    buf[n++] = '\'';
+    buf[n] = '\0';
+    put(cx, buf);
+}
+
 /* Opens a predicate over @f and returns the SQL expression for the field's value in it. */
 static const char *pred_begin(struct cx *cx, const struct fref *f)
 {
     if (f->col != NULL)
         return f->col;
+    if (cx->q->pg) {
+        /* The values json_each() gives SQLite: an array's elements, an object's member values,
+         * a scalar itself, nothing for a missing path; as jsonb. */
+        put(cx, "EXISTS(SELECT 1 FROM (SELECT doc::jsonb #> ");
+        put_pgpath(cx, f);
+        put(cx, " AS x) AS p, jsonb_array_elements(CASE jsonb_typeof(p.x) WHEN 'array' THEN p.x "
+                "WHEN 'object' THEN (SELECT coalesce(jsonb_agg(e.value), '[]') FROM "
+                "jsonb_each(p.x) AS e) ELSE jsonb_build_array(p.x) END) AS j(value) "
+                "WHERE p.x IS NOT NULL AND ");
+        return "j.value"; /* jsonb */
+    }
     put(cx, "EXISTS(SELECT 1 FROM json_each(doc, '");
     put(cx, f->path);
     put(cx, "') AS j WHERE ");
@@ -307,22 +363,102 @@ static void pred_end(struct cx *cx, const struct fref *f)
         put(cx, ")");
 }
 
-/* <field> <op> ?<suffix>, with @v bound as @f compares it. */
-static int emit_cmp(struct cx *cx, const struct fref *f, const char *op, struct json_object *v,
-                    const char *suffix)
+/* PostgreSQL: a JSON scalar's jsonb_typeof() name. */
+static const char *jsonb_type(struct json_object *v)
+{
+    switch (json_object_get_type(v)) {
+    case json_type_string:
+        return "string";
+    case json_type_boolean:
+        return "boolean";
+    default:
+        return "number";
+    }
+}
+
+/*
+ * PostgreSQL: <e> <op> ?, where @e is @f's value in the predicate and @b the value as @f compares
+ * it (bound here). Document values are jsonb: equality is typed by itself, but jsonb orders
+ * strings below numbers where SQLite orders them above, so an ordering comparison only matches
+ * values of the bound's JSON type. The backends then answer differently across types: for
+ * SQLite every string is above every number (a "gt": 0 matches any string value), here no
+ * string is comparable with a number. (Likewise SQLite's JSON true is the integer 1, so a term
+ * true also matches a 1 there, not here.) Text columns order bytewise (COLLATE "C"), as SQLite's
+ * BINARY collation does.
+ */
+static void pg_compare(struct cx *cx, const struct fref *f, const char *e, const char *op,
+                       struct json_object *b, int nocase)
+{
+    int eq = strcmp(op, " = ") == 0;
+    int text = json_object_is_type(b, json_type_string);
+    if (f->col == NULL && nocase && text) {
+        put(cx, "(jsonb_typeof(");
+        put(cx, e);
+        put(cx, ") = 'string' AND lower(");
+        put(cx, e);
+        put(cx, " #>> '{}')");
+        put(cx, op);
+        put(cx, "lower(?::text))");
+        bind_text(cx, json_object_get_string(b));
+        return;
+    }
+    if (f->col == NULL) {
+        if (!eq) {
+            put(cx, "(jsonb_typeof(");
+            put(cx, e);
+            put(cx, ") = '");
+            put(cx, jsonb_type(b));
+            put(cx, "' AND ");
+        }
+        put(cx, e);
+        put(cx, op);
+        put(cx, eq ? "?::jsonb" : "?::jsonb)");
+        bind_jsonb(cx, b);
+        return;
+    }
+    put(cx, nocase && text ? "lower(" : "");
+    put(cx, e);
+    put(cx, nocase && text ? ")" : "");
+    put(cx, op);
+    if (nocase && text)
+        put(cx, "lower(?::text)");
+    else if (json_object_is_type(b, json_type_double))
+        put(cx, "?::float8");
+    else
+        put(cx, !eq && text ? "? COLLATE \"C\"" : "?");
+    bind_json(cx, b);
+}
+
+/* <field> = ?, with @v bound as @f compares it; @nocase compares text ignoring ASCII case. */
+static int emit_cmp(struct cx *cx, const struct fref *f, struct json_object *v, int nocase)
 {
     struct json_object *b = NULL;
     int rc = value_for(cx, f, v, &b);
     if (rc != MLR_OK)
         return rc;
-    put(cx, pred_begin(cx, f));
-    put(cx, op);
-    put(cx, "?");
-    put(cx, suffix);
+    const char *e = pred_begin(cx, f);
+    if (cx->q->pg) {
+        pg_compare(cx, f, e, " = ", b, nocase);
+    } else {
+        put(cx, e);
+        put(cx, " = ?");
+        put(cx, nocase ? " COLLATE NOCASE" : "");
+        bind_json(cx, b);
+    }
     pred_end(cx, f);
-    bind_json(cx, b);
     json_object_put(b);
     return MLR_OK;
+}
+
+/* The IN list of emit_in() for @f: the elements of the one bound JSON array. */
+static const char *in_list(struct cx *cx, const struct fref *f)
+{
+    if (!cx->q->pg)
+        return " IN (SELECT value FROM json_each(?))";
+    if (f->col == NULL)
+        return " IN (SELECT jsonb_array_elements(?::jsonb))";
+    return f->numeric ? " IN (SELECT jsonb_array_elements_text(?::jsonb)::numeric)"
+                      : " IN (SELECT jsonb_array_elements_text(?::jsonb))";
 }
 
 /* <field> IN (the values of @list), bound as one JSON array so any count is one parameter. */
@@ -335,7 +471,7 @@ static int emit_in(struct cx *cx, const char *qname, const struct fref *f, struc
                                  "by changing the [index.max_terms_count] index level setting.",
                     n, MAX_TERMS);
     if (n == 0) {
-        put(cx, "0");
+        put_false(cx);
         return MLR_OK;
     }
     struct json_object *arr = json_object_new_array_ext((int)n);
@@ -352,7 +488,7 @@ static int emit_in(struct cx *cx, const char *qname, const struct fref *f, struc
     }
     if (rc == MLR_OK) {
         put(cx, pred_begin(cx, f));
-        put(cx, " IN (SELECT value FROM json_each(?))");
+        put(cx, in_list(cx, f));
         pred_end(cx, f);
         bind_text(cx, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));
     }
@@ -452,14 +588,14 @@ static int no_options(struct cx *cx, const char *qname, struct json_object *body
 static int q_match_all(struct cx *cx, struct json_object *body)
 {
     int rc = no_options(cx, "match_all", body);
-    put(cx, "1");
+    put_true(cx);
     return rc;
 }
 
 static int q_match_none(struct cx *cx, struct json_object *body)
 {
     int rc = no_options(cx, "match_none", body);
-    put(cx, "0");
+    put_false(cx);
     return rc;
 }
 
@@ -520,7 +656,7 @@ static int q_term(struct cx *cx, struct json_object *body)
     if (rc == MLR_OK)
         rc = resolve(cx, name, &f);
     if (rc == MLR_OK)
-        rc = emit_cmp(cx, &f, " = ", v, nocase ? " COLLATE NOCASE" : "");
+        rc = emit_cmp(cx, &f, v, nocase);
     return rc;
 }
 
@@ -565,7 +701,7 @@ static int q_ids(struct cx *cx, struct json_object *body)
             return fail(cx, XCONTENT, "[ids] unknown field [%s]", key);
     }
     if (values == NULL) {
-        put(cx, "0");
+        put_false(cx);
         return MLR_OK;
     }
     return emit_in(cx, "ids", &id, values);
@@ -606,12 +742,13 @@ static int emit_match(struct cx *cx, const struct fref *f, struct json_object *v
     if (n > MAX_CLAUSES)
         return fail(cx, CLAUSES, "maxClauseCount is set to %d", MAX_CLAUSES);
     if (n == 0) {
-        put(cx, "0"); /* zero_terms_query "none": nothing to look for matches nothing */
+        put_false(cx); /* zero_terms_query "none": nothing to look for matches nothing */
         return MLR_OK;
     }
     const char *e = pred_begin(cx, f);
     put(cx, "mlr_match(");
     put(cx, e);
+    put(cx, cx->q->pg && f->col == NULL ? " #>> '{}'" : ""); /* jsonb to its text */
     put(cx, all ? ", ?, 1)" : ", ?, 0)");
     pred_end(cx, f);
     bind_text(cx, text);
@@ -637,7 +774,7 @@ static int q_match(struct cx *cx, struct json_object *body)
         return rc;
     /* Keyword and numeric fields are not analysed: match is an exact comparison there. */
     if (f.keyword || f.numeric)
-        return emit_cmp(cx, &f, " = ", v, "");
+        return emit_cmp(cx, &f, v, 0);
     return emit_match(cx, &f, v, all);
 }
 
@@ -683,9 +820,18 @@ static int range_options(struct cx *cx, struct json_object *opts, struct bound b
     return MLR_OK;
 }
 
+/* "<e> IS NOT NULL" for a field's value: in PostgreSQL a document's JSON null is a jsonb value,
+ * not SQL NULL (SQLite's json_each() gives NULL for it). */
+static void put_not_null(struct cx *cx, const struct fref *f, const char *e)
+{
+    put(cx, e);
+    put(cx, cx->q->pg && f->col == NULL ? " <> 'null'::jsonb" : " IS NOT NULL");
+}
+
 static int emit_range(struct cx *cx, const struct fref *f, const struct bound b[2])
 {
     static const char *const ops[2][2] = {{" > ?", " >= ?"}, {" < ?", " <= ?"}};
+    static const char *const pg_ops[2][2] = {{" > ", " >= "}, {" < ", " <= "}};
     struct json_object *vals[2] = {NULL, NULL};
     int rc = MLR_OK;
     for (int i = 0; i < 2 && rc == MLR_OK; i++)
@@ -694,14 +840,16 @@ static int emit_range(struct cx *cx, const struct fref *f, const struct bound b[
     if (rc == MLR_OK) {
         const char *e = pred_begin(cx, f);
         put(cx, "(");
-        if (b[0].v == NULL && b[1].v == NULL) {
-            put(cx, e);
-            put(cx, " IS NOT NULL"); /* no bound at all: documents that have the field */
-        }
+        if (b[0].v == NULL && b[1].v == NULL)
+            put_not_null(cx, f, e); /* no bound at all: documents that have the field */
         for (int i = 0; i < 2; i++) {
             if (b[i].v == NULL)
                 continue;
             put(cx, i == 1 && b[0].v != NULL ? " AND " : "");
+            if (cx->q->pg) {
+                pg_compare(cx, f, e, pg_ops[i][b[i].inclusive], vals[i], 0);
+                continue;
+            }
             put(cx, e);
             put(cx, ops[i][b[i].inclusive]);
             bind_json(cx, vals[i]);
@@ -747,8 +895,7 @@ static int q_exists(struct cx *cx, struct json_object *body)
         return fail(cx, PARSING, "[exists] must be provided with a [field]");
     int rc = resolve(cx, name, &f);
     if (rc == MLR_OK) {
-        put(cx, pred_begin(cx, &f));
-        put(cx, " IS NOT NULL");
+        put_not_null(cx, &f, pred_begin(cx, &f));
         pred_end(cx, &f);
     }
     return rc;
@@ -857,14 +1004,16 @@ static int emit_should(struct cx *cx, const struct bool_parts *p, int msm, int *
     put(cx, *first ? "(" : " AND (");
     *first = 0;
     if (msm > n) {
-        put(cx, "0"); /* more required than there are: nothing matches */
+        put_false(cx); /* more required than there are: nothing matches */
         rc = validate_only(cx, p->occ[SHOULD]);
     } else if (msm == 1 || msm == n) {
         rc = emit_clauses(cx, p->occ[SHOULD], "(", ")", msm == 1 ? " OR " : " AND ", &inner);
     } else {
         char tail[32];
         put(cx, "(");
-        rc = emit_clauses(cx, p->occ[SHOULD], "coalesce((", "), 0)", " + ", &inner);
+        /* Each clause counts 1 when true; PostgreSQL casts its boolean to do so. */
+        rc = emit_clauses(cx, p->occ[SHOULD], "coalesce((",
+                          cx->q->pg ? ")::int, 0)" : "), 0)", " + ", &inner);
         snprintf(tail, sizeof(tail), ") >= %d", msm);
         put(cx, tail);
     }
@@ -892,10 +1041,13 @@ static int q_bool(struct cx *cx, struct json_object *body)
     if (rc == MLR_OK)
         rc = emit_clauses(cx, p.occ[FILTER], "(", ")", " AND ", &first);
     if (rc == MLR_OK)
-        rc = emit_clauses(cx, p.occ[MUST_NOT], "NOT coalesce((", "), 0)", " AND ", &first);
+        rc = emit_clauses(cx, p.occ[MUST_NOT], "NOT coalesce((",
+                          cx->q->pg ? "), FALSE)" : "), 0)", " AND ", &first);
     if (rc == MLR_OK)
         rc = emit_should(cx, &p, msm, &first);
-    put(cx, first ? "1)" : ")");
+    if (first)
+        put_true(cx);
+    put(cx, ")");
     return rc;
 }
 
@@ -995,6 +1147,27 @@ static int sort_order(struct cx *cx, struct json_object *spec, int *desc)
     return MLR_OK;
 }
 
+/*
+ * PostgreSQL: the sort expression of @f, as a new string. Text columns sort bytewise as in
+ * SQLite. A document path sorts by its jsonb value (a JSON null counts as missing); jsonb has no
+ * single SQL type to hand back, so the hit's "sort" value is read from its JSON text (*@json).
+ */
+static char *pg_sort_expr(const struct fref *f, unsigned char *json)
+{
+    *json = f->col == NULL;
+    if (f->col != NULL)
+        return f->numeric || strcmp(f->col, "rowid") == 0
+                   ? mlr_xstrdup(f->col)
+                   : mlr_xasprintf("%s COLLATE \"C\"", f->col);
+    struct mlr_buf b;
+    mlr_buf_init(&b, 0);
+    mlr_buf_puts(&b, "nullif(doc::jsonb #> '{");
+    for (const char *p = f->path + 2; *p != '\0'; p++) /* after "$.", dots become commas */
+        mlr_buf_append(&b, *p == '.' ? "," : p, 1);
+    mlr_buf_puts(&b, "}', 'null'::jsonb)");
+    return b.data; /* the buffer's bytes become the caller's */
+}
+
 /* Adds one client sort key: to ORDER BY and to the expressions of each hit's "sort" array. */
 static int sort_key(struct cx *cx, const char *name, struct json_object *spec)
 {
@@ -1017,12 +1190,14 @@ static int sort_key(struct cx *cx, const char *name, struct json_object *spec)
         rc = resolve(cx, name, &f);
     if (rc != MLR_OK)
         return rc;
-    char *expr = f.col != NULL ? mlr_xstrdup(f.col)
-                               : mlr_xasprintf("json_extract(doc, '%s')", f.path);
+    char *expr = q->pg ? pg_sort_expr(&f, &q->sort_json[q->nsort])
+                 : f.col != NULL ? mlr_xstrdup(f.col)
+                                 : mlr_xasprintf("json_extract(doc, '%s')", f.path);
     q->sort_exprs[q->nsort++] = expr; /* the query owns it */
     put_order(cx, q->order.len ? ", " : "");
     put_order(cx, expr);
-    put_order(cx, desc ? " DESC" : " ASC NULLS LAST"); /* missing values last, either way */
+    /* Missing values last, either way: SQLite's NULL sorts lowest, PostgreSQL's highest. */
+    put_order(cx, desc ? q->pg ? " DESC NULLS LAST" : " DESC" : " ASC NULLS LAST");
     return MLR_OK;
 }
 
@@ -1045,6 +1220,7 @@ static int sort_one(struct cx *cx, struct json_object *el)
 static int parse_sort(struct cx *cx, struct json_object *v)
 {
     cx->q->sort_exprs = mlr_xcalloc(MAX_SORT, sizeof(char *));
+    cx->q->sort_json = mlr_xcalloc(MAX_SORT, 1);
     if (!json_object_is_type(v, json_type_array))
         return sort_one(cx, v);
     for (size_t i = 0; i < json_object_array_length(v); i++) {
@@ -1225,6 +1401,7 @@ void store__query_cleanup(struct store__query *q)
     for (size_t i = 0; q->sort_exprs != NULL && i < q->nsort; i++)
         free(q->sort_exprs[i]);
     free(q->sort_exprs);
+    free(q->sort_json);
     for (size_t i = 0; i < q->nincludes; i++)
         free(q->includes[i]);
     free(q->includes);
@@ -1247,7 +1424,7 @@ static int finish(struct cx *cx)
                                  "by changing the [index.max_result_window] index level setting.",
                     MAX_WINDOW, (long long)(q->from + q->size));
     if (q->where.len == 0)
-        put(cx, "1");
+        put_true(cx);
     put_order(cx, q->order.len ? ", " : "");
     put_order(cx, cx->ix->default_order ? cx->ix->default_order : "rowid");
     put_order(cx, ", id");
@@ -1259,10 +1436,17 @@ static int finish(struct cx *cx)
 int store__search_compile(const struct store__index *ix, struct json_object *body,
                           struct store__query *out, char *err, size_t errlen)
 {
+    return store__search_compile_dialect(ix, body, 0, out, err, errlen);
+}
+
+int store__search_compile_dialect(const struct store__index *ix, struct json_object *body, int pg,
+                                  struct store__query *out, char *err, size_t errlen)
+{
     struct cx cx = {.ix = ix, .q = out, .err = err, .errlen = errlen};
     int rc = MLR_OK;
     assert(ix != NULL && ix->table != NULL && out != NULL && err != NULL && errlen > 0);
     query_init(out);
+    out->pg = pg != 0;
     if (body != NULL && !json_object_is_type(body, json_type_object))
         rc = fail(&cx, PARSING, "Expected [START_OBJECT] but found [%s]", token_name(body));
     if (rc == MLR_OK && body != NULL) {
@@ -1279,6 +1463,7 @@ int store__search_compile(const struct store__index *ix, struct json_object *bod
         const char *type = out->err_type;
         store__query_cleanup(out);
         out->err_type = type;
+        out->pg = pg != 0;
     }
     return rc;
 }
@@ -1292,8 +1477,13 @@ static void build_select(const struct store__index *ix, const struct store__quer
                          struct mlr_buf *b)
 {
     mlr_buf_printf(b, "SELECT id, doc, %s", meta ? "version, seq_no" : "1, 0");
+    /* PostgreSQL resolves a bare ORDER BY name against the select list first, and two select
+     * columns of one name (id and a sort key on _id, or one column sorted twice) make it
+     * ambiguous: its sort columns get names of their own. */
     for (size_t i = 0; i < q->nsort; i++)
-        if (q->sort_exprs[i] != NULL)
+        if (q->sort_exprs[i] != NULL && q->pg)
+            mlr_buf_printf(b, ", %s AS sort%zu", q->sort_exprs[i], i);
+        else if (q->sort_exprs[i] != NULL)
             mlr_buf_printf(b, ", %s", q->sort_exprs[i]);
     mlr_buf_printf(b, " FROM %s WHERE %s ORDER BY %s LIMIT ? OFFSET ?", ix->table, q->where.data,
                    q->order.data);
@@ -1349,8 +1539,8 @@ static int count_hits(struct store__conn *c, const struct store__index *ix,
     assert(q->track_total >= 0);
     char *sql = exact ? mlr_xasprintf("SELECT count(*) FROM %s WHERE %s", ix->table,
                                       q->where.data)
-                      : mlr_xasprintf("SELECT count(*) FROM (SELECT 1 FROM %s WHERE %s LIMIT ?)",
-                                      ix->table, q->where.data);
+                      : mlr_xasprintf("SELECT count(*) FROM (SELECT 1 FROM %s WHERE %s LIMIT ?)%s",
+                                      ix->table, q->where.data, q->pg ? " AS m" : "");
     struct store__stmt *st = NULL;
     int rc = prepare(c, sql, q, &st);
     if (rc == MLR_OK && !exact)
@@ -1540,14 +1730,33 @@ static struct json_object *column_json(struct store__stmt *st, int i)
     }
 }
 
+/* PostgreSQL: a jsonb sort value as SQLite's json_extract() gives it: a scalar as itself, an
+ * object or array as its JSON text (compact, though in jsonb's key order). */
+static struct json_object *json_sort_value(const char *text)
+{
+    struct json_object *v = json_tokener_parse(text);
+    if (json_object_is_type(v, json_type_object) || json_object_is_type(v, json_type_array)) {
+        struct json_object *s =
+            json_object_new_string(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+        json_object_put(v);
+        return s;
+    }
+    return v;
+}
+
 /* The values a hit was sorted by, in the order of the client's sort keys. */
 static struct json_object *sort_values(const struct store__query *q, struct store__stmt *st)
 {
     struct json_object *arr = json_object_new_array();
     int col = 4; /* after id, doc, version, seq_no */
     for (size_t i = 0; i < q->nsort; i++) {
-        struct json_object *v = q->sort_exprs[i] != NULL ? column_json(st, col++)
-                                                          : json_object_new_double(q->score);
+        struct json_object *v = NULL;
+        if (q->sort_exprs[i] == NULL)
+            v = json_object_new_double(q->score);
+        else if (q->sort_json[i] && !store__col_null(st, col))
+            v = json_sort_value(store__col_text(st, col++));
+        else
+            v = column_json(st, col++);
         json_object_array_add(arr, v); /* consumes v */
     }
     return arr;

@@ -238,6 +238,8 @@ struct store__query {
     size_t capvals;           /* allocated entries of vals */
     char **sort_exprs;        /* per client sort key: SQL expression for hits' "sort", NULL for
                                * _score */
+    unsigned char *sort_json; /* per client sort key: 1 when its column is JSON text to parse
+                               * (PostgreSQL's document paths are jsonb) */
     size_t nsort;             /* client sort keys; 0 = no "sort" array in hits */
     int64_t from;             /* hits to skip, 0..10000 */
     int64_t size;             /* hits to return, 0..10000, from + size <= 10000 */
@@ -250,6 +252,7 @@ struct store__query {
     char **excludes;          /* _source exclude patterns */
     size_t nexcludes;
     const char *err_type;     /* after MLR_EINVAL only: static OpenSearch error type */
+    int pg;                   /* the SQL is PostgreSQL's dialect (else SQLite's) */
 };
 
 /**
@@ -264,6 +267,16 @@ struct store__query {
  */
 int store__search_compile(const struct store__index *ix, struct json_object *body,
                           struct store__query *out, char *err, size_t errlen);
+
+/**
+ * store__search_compile() for either backend: @pg nonzero emits PostgreSQL's dialect (document
+ * paths read `doc::jsonb #> '{a,b}'` and expand it as json_each() does, values compare as jsonb,
+ * full-text matching calls the mlr_match() that migrations/postgres/ defines, constants are
+ * TRUE/FALSE), zero emits exactly what store__search_compile() does. The result must run on a
+ * connection of the same backend.
+ */
+int store__search_compile_dialect(const struct store__index *ix, struct json_object *body, int pg,
+                                  struct store__query *out, char *err, size_t errlen);
 
 /** Narrows compiled query @q over @kind to what @acc may see (access.c); no-op for NULL. */
 void store__query_restrict(struct store__query *q, enum store_kind kind,

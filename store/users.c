@@ -17,8 +17,13 @@
 static int version_bump(struct store__conn *c)
 {
     struct store__stmt *st = NULL;
-    int rc = store__stmt(c, "INSERT INTO meta(key, value) VALUES('users_version', '1') "
-                            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+    /* meta.value is TEXT: PostgreSQL does not convert the sum back by itself. */
+    int rc = store__stmt(c, STORE_SQL(c, "INSERT INTO meta(key, value) VALUES('users_version', "
+                                         "'1') ON CONFLICT(key) DO UPDATE SET "
+                                         "value = CAST(value AS INTEGER) + 1",
+                                      "INSERT INTO meta(key, value) VALUES('users_version', "
+                                      "'1') ON CONFLICT(key) DO UPDATE SET "
+                                      "value = (CAST(meta.value AS BIGINT) + 1)::text"),
                          &st);
     if (rc != MLR_OK)
         return rc;
@@ -53,15 +58,30 @@ struct user_op {
     void *data;
 };
 
+/* The statement that puts a user; without @replace an existing user is left alone (no row
+ * changes). PostgreSQL spells SQLite's OR REPLACE / OR IGNORE as ON CONFLICT clauses; the
+ * replacement takes every column, created_time included, as SQLite's delete-and-insert does. */
+static const char *user_put_sql(struct store__conn *c, int replace)
+{
+    if (replace)
+        return STORE_SQL(c, "INSERT OR REPLACE INTO users(name, password_hash, backend_roles, "
+                            "roles, created_time) VALUES(?,?,?,?,?)",
+                         "INSERT INTO users(name, password_hash, backend_roles, roles, "
+                         "created_time) VALUES(?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                         "password_hash = excluded.password_hash, backend_roles = "
+                         "excluded.backend_roles, roles = excluded.roles, created_time = "
+                         "excluded.created_time");
+    return STORE_SQL(c, "INSERT OR IGNORE INTO users(name, password_hash, backend_roles, roles, "
+                        "created_time) VALUES(?,?,?,?,?)",
+                     "INSERT INTO users(name, password_hash, backend_roles, roles, created_time) "
+                     "VALUES(?,?,?,?,?) ON CONFLICT(name) DO NOTHING");
+}
+
 static int user_put_run(struct store__conn *c, struct store__op *op)
 {
     struct user_op *o = container_of(op, struct user_op, op);
     struct store__stmt *st = NULL;
-    int rc = store__stmt(c, o->replace ? "INSERT OR REPLACE INTO users(name, password_hash, "
-                                         "backend_roles, roles, created_time) VALUES(?,?,?,?,?)"
-                                       : "INSERT OR IGNORE INTO users(name, password_hash, "
-                                         "backend_roles, roles, created_time) VALUES(?,?,?,?,?)",
-                         &st);
+    int rc = store__stmt(c, user_put_sql(c, o->replace), &st);
     if (rc != MLR_OK)
         return rc;
     store__bind_text(st, 1, o->name);

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 
-from harness import Server
+from harness import PG_BASE, Server, psql
 
 SETTINGS = "/_cluster/settings"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -97,10 +97,27 @@ def flat_persistent(s):
     return r.json["persistent"]
 
 
-def max_migration():
-    files = glob.glob(os.path.join(REPO, "migrations", "[0-9][0-9][0-9][0-9]_*.sql"))
+def max_migration(sub=""):
+    files = glob.glob(os.path.join(REPO, "migrations", sub, "[0-9][0-9][0-9][0-9]_*.sql"))
     assert files, "no migrations found under %s" % REPO
     return max(int(os.path.basename(f)[:4]) for f in files)
+
+
+def pg_db(s):
+    """PostgreSQL mode: the name of server @s's database; None with SQLite."""
+    url = s.store_url()
+    return url.split("?", 1)[0].rsplit("/", 1)[1] if url else None
+
+
+def schema_version(s):
+    """The schema version server @s's store records: SQLite's PRAGMA user_version, or
+    PostgreSQL's mlr_schema table (whose history, migrations/postgres/, ends at the same
+    version)."""
+    db = pg_db(s)
+    if db is None:
+        return db_pragma(os.path.join(s.data_dir, "mlrelay.db"), "user_version")
+    assert max_migration("postgres") == max_migration()
+    return int(psql("SELECT version FROM mlr_schema", db))
 
 
 def db_pragma(path, pragma):
@@ -284,7 +301,8 @@ def test_data_dir_created_0700(h):
     st = os.stat(d)
     assert stat.S_ISDIR(st.st_mode)
     assert stat.S_IMODE(st.st_mode) == 0o700, oct(st.st_mode)
-    assert os.path.isfile(os.path.join(d, "mlrelay.db"))
+    # The database lives in the data dir, unless the store is PostgreSQL.
+    assert os.path.isfile(os.path.join(d, "mlrelay.db")) == (PG_BASE is None), os.listdir(d)
     assert os.path.isfile(os.path.join(d, "node.id"))
     assert s.stop() == 0
 
@@ -396,10 +414,11 @@ def test_log_format_from_config_and_flag_wins(h):
 
 def test_fresh_db_at_newest_schema(h):
     s = h.server()
-    db = os.path.join(s.data_dir, "mlrelay.db")
     assert s.stop() == 0
-    assert db_pragma(db, "user_version") == max_migration()
-    assert str(db_pragma(db, "journal_mode")).lower() == "wal"
+    assert schema_version(s) == max_migration()
+    if pg_db(s) is None:
+        db = os.path.join(s.data_dir, "mlrelay.db")
+        assert str(db_pragma(db, "journal_mode")).lower() == "wal"
 
 
 def test_restart_keeps_data(h):
@@ -410,30 +429,34 @@ def test_restart_keeps_data(h):
                            "plugins.ml_commons.some_unknown_key": "kept"}}
     assert s.put(SETTINGS, body).status == 200
     assert s.stop() == 0
-    db = os.path.join(s.data_dir, "mlrelay.db")
-    v = db_pragma(db, "user_version")
+    v = schema_version(s)
     s.start()
     assert s.get("/").json["cluster_uuid"] == uuid
     p = flat_persistent(s)
     assert p.get("plugins.ml_commons.sync_up_job_interval_in_seconds") == "7", p
     assert p.get("plugins.ml_commons.some_unknown_key") == "kept", p
     assert s.stop() == 0
-    assert db_pragma(db, "user_version") == v == max_migration()
+    assert schema_version(s) == v == max_migration()
 
 
 def test_newer_schema_refused(h):
     s = h.server()
     assert s.stop() == 0
-    db = os.path.join(s.data_dir, "mlrelay.db")
-    c = sqlite3.connect(db)
-    c.execute("PRAGMA user_version = 999")
-    c.commit()
-    c.close()
-    rc, out, err = run(h, ["--listen", "127.0.0.1:0", "--data-dir", s.data_dir])
+    db = pg_db(s)
+    args = ["--listen", "127.0.0.1:0", "--data-dir", s.data_dir]
+    if db is None:
+        c = sqlite3.connect(os.path.join(s.data_dir, "mlrelay.db"))
+        c.execute("PRAGMA user_version = 999")
+        c.commit()
+        c.close()
+    else:
+        psql("UPDATE mlr_schema SET version = 999", db)
+        args += ["--store", s.store_url()]
+    rc, out, err = run(h, args)
     assert rc == 1, (rc, out, err)
     assert "newer" in err.lower(), err
     assert "listening" not in err, err
-    assert db_pragma(db, "user_version") == 999, "a refused database must not be touched"
+    assert schema_version(s) == 999, "a refused database must not be touched"
 
 
 def test_port_in_use_exit_1(h):

@@ -16,6 +16,8 @@ import subprocess
 import threading
 import time
 
+from harness import pg_only, psql, sqlite_only
+
 ML = "/_plugins/_ml"
 SETTINGS = "/_cluster/settings"
 TRUSTED = "plugins.ml_commons.trusted_connector_endpoints_regex"
@@ -222,12 +224,17 @@ def test_task_log_lines_carry_ids(h):
         assert done["state"] == "COMPLETED", done
     # Recovery: a task left RUNNING by a dead process is re-queued with its ids in the log.
     assert s.stop() == 0
-    db = os.path.join(s.data_dir, "mlrelay.db")
-    c = sqlite3.connect(db)
-    c.execute("UPDATE tasks SET state = 'RUNNING', doc = json_set(doc, '$.state', 'RUNNING') "
-              "WHERE id = ?", (dtid,))
-    c.commit()
-    c.close()
+    url = s.store_url()
+    if url is None:
+        c = sqlite3.connect(os.path.join(s.data_dir, "mlrelay.db"))
+        c.execute("UPDATE tasks SET state = 'RUNNING', doc = json_set(doc, '$.state', 'RUNNING') "
+                  "WHERE id = ?", (dtid,))
+        c.commit()
+        c.close()
+    else:  # ids are [A-Za-z0-9_-]: safe to quote
+        psql("UPDATE tasks SET state = 'RUNNING', doc = jsonb_set(doc::jsonb, '{state}', "
+             "'\"RUNNING\"')::text WHERE id = '%s'" % dtid,
+             url.split("?", 1)[0].rsplit("/", 1)[1])
     s.start()
     line = wait_lines(s, lambda o: o.get("task_id") == dtid and "re-queued" in o["msg"])[0]
     assert line["model_id"] == mid and line["task_type"] == "DEPLOY_MODEL", line
@@ -327,6 +334,7 @@ class Writers:
 
 
 def test_backup_while_writing(h):  # slow
+    sqlite_only("mlrelay backup copies the SQLite database")
     s = h.server()
     cid = make_connector(s)
     # Some bulk first (about 8 MiB), so the copy takes many steps while the writers write.
@@ -384,6 +392,7 @@ def test_backup_while_writing(h):  # slow
 
 
 def test_backup_errors(h):
+    sqlite_only("mlrelay backup copies the SQLite database")
     s = h.server()
     db = os.path.join(s.data_dir, "mlrelay.db")
     # No database in the data directory: exit 1, and nothing is created.
@@ -414,6 +423,7 @@ def test_backup_errors(h):
 # -- check ---------------------------------------------------------------------------------------
 
 def test_check_output_and_exit_codes(h):
+    sqlite_only("mlrelay check reads the SQLite database")
     s = h.server()
     cid = make_connector(s)
     a = register(s, cid, "ops check a")
@@ -480,6 +490,18 @@ def _fresh_backup(h, s):
 
 
 # -- usage ---------------------------------------------------------------------------------------
+
+def test_backup_and_check_refuse_postgresql(h):
+    """With the store in PostgreSQL, backup and check point at PostgreSQL's own tools."""
+    pg_only()
+    s = h.server()
+    for args, tool in ((["backup", os.path.join(h.tmp, "out.db")], "pg_dump"),
+                       (["check"], "pg_amcheck")):
+        rc, out, err = run(h, args + ["--data-dir", s.data_dir, "--store", s.store_url()])
+        assert rc == 2 and tool in err, (args, rc, out, err)
+    assert not os.path.exists(os.path.join(h.tmp, "out.db"))
+    assert s.get("/").status == 200
+
 
 def test_usage_errors_exit_2(h):
     d = os.path.join(h.tmp, "d")

@@ -12,7 +12,10 @@ import json
 import os
 import re
 import stat
+import threading
 import time
+
+from harness import pg_only, psql
 
 ML = "/_plugins/_ml"
 SETTINGS = "/_cluster/settings"
@@ -1391,6 +1394,18 @@ def _scan_dir(d, needles):
     return found
 
 
+def pg_rows(s):
+    """PostgreSQL mode: every row of every table of server @s's database, as (table, text
+    bytes) pairs; [] with SQLite, whose database is a file in the data dir."""
+    url = s.store_url()
+    if url is None:
+        return []
+    db = url.split("?", 1)[0].rsplit("/", 1)[1]
+    tables = psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", db).split()
+    assert "connectors" in tables and "models" in tables, tables
+    return [(t, psql("SELECT x::text FROM %s AS x" % t, db).encode()) for t in tables]
+
+
 def test_secrets_never_in_plaintext(h):
     s = h.server(args=["--log-level", "debug"])
     secrets = ["sk-PLANTED-SECRET-123", "sk-PLANTED-INLINE-456", "sk-PLANTED-ROTATED-789",
@@ -1435,6 +1450,7 @@ def test_secrets_never_in_plaintext(h):
     time.sleep(0.1)
     needles = [sec.encode() for sec in secrets]
     found = _scan_dir(s.data_dir, needles)
+    found += [(t, n) for t, data in pg_rows(s) for n in needles if n in data]
     assert not found, found
     log = s.log()
     for sec in secrets:
@@ -1676,3 +1692,64 @@ def test_restart_kill9_persists_acknowledged(h):  # slow
     # Ids stay unique across crashes: new documents never reuse old ids.
     cid2 = create_connector(s, completions_connector())
     assert cid2 != cid
+
+
+# -- several nodes on one PostgreSQL database ------------------------------------------------------
+
+def test_two_nodes_updating_one_document_lose_nothing(h):
+    """Two nodes share a database and update different fields of one connector at the same time:
+    each update reads the document and writes it back, so without a row lock a node would write
+    back a copy that misses the other's change. Each node's last write must survive, and model
+    registrations into one group from both nodes get distinct versions, and registrations that
+    create a group by name from both nodes share one group."""
+    pg_only()
+    a = h.server(pg_db="mlrt_shared_nodes")
+    b = h.server(pg_db="mlrt_shared_nodes")
+    cid = create_connector(a, completions_connector())
+    gid = register_group(a, "shared group")
+    problems = []
+
+    def update(s, field):
+        for i in range(40):
+            r = s.put(ML + "/connectors/" + cid, {field: "%s-%d" % (field, i)})
+            if r.status != 200:
+                problems.append(r)
+
+    def register(s, tag):
+        for i in range(10):
+            r = s.post(ML + "/models/_register", {"name": "%s-%d" % (tag, i), "function_name":
+                                                  "remote", "connector_id": cid,
+                                                  "model_group_id": gid})
+            if r.status != 200:
+                problems.append(r)
+
+    def register_by_name(s, _):
+        """Both nodes register models named alike without a group: the first creates the group
+        named after the model, the other must find it rather than clash on the name."""
+        for i in range(10):
+            r = s.post(ML + "/models/_register", {"name": "same-%d" % i, "function_name":
+                                                  "remote", "connector_id": cid})
+            if r.status != 200:
+                problems.append(r)
+
+    for target in (update, register, register_by_name):
+        threads = [threading.Thread(target=target, args=(s, arg))
+                   for s, arg in ((a, "name"), (b, "description"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not problems, problems[:3]
+    doc = get_doc(b, "connectors", cid)
+    assert (doc["name"], doc["description"]) == ("name-39", "description-39"), doc
+    assert get_doc(a, "model_groups", gid)["latest_version"] == 20
+    hits = search(a, "models", {"query": {"term": {"model_group_id": gid}}, "size": 100})
+    versions = sorted(int(x["_source"]["model_version"]) for x in hits["hits"]["hits"])
+    assert versions == list(range(1, 21)), hits
+    for i in range(10):
+        groups = search(a, "model_groups", {"query": {"term": {"name.keyword": "same-%d" % i}}})
+        assert groups["hits"]["total"]["value"] == 1, groups
+        models = search(a, "models", {"query": {"term": {"name.keyword": "same-%d" % i}}})
+        assert sorted(x["_source"]["model_version"] for x in models["hits"]["hits"]) == \
+            ["1", "2"], models
+

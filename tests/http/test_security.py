@@ -14,6 +14,7 @@ import time
 
 from test_predict import (CHAT_BODY, ML, SETTINGS, connector, create_connector, relay,
                           put_settings)
+from test_resources import pg_rows
 
 PW = {"admin": "admin-pw-1", "alice": "alice-pw-1", "bob": "bob-pw-1", "carol": "carol-pw-1"}
 ROLES = {"alice": "IT", "bob": "IT,HR", "carol": "HR"}
@@ -45,8 +46,15 @@ class As:
         return self.s.delete(path, headers=self.h)
 
 
+def store_args(s):
+    """The options that point a `mlrelay` subcommand at server @s's state: its data directory
+    and, in PostgreSQL mode, its database (the data directory then holds only the key files)."""
+    url = s.store_url()
+    return ["--data-dir", s.data_dir] + (["--store", url] if url else [])
+
+
 def add_user(h, s, name, roles=None, backend=None):
-    args = ["users", "add", name, "--data-dir", s.data_dir]
+    args = ["users", "add", name] + store_args(s)
     if roles:
         args += ["--roles", roles]
     if backend:
@@ -93,20 +101,20 @@ def test_users_cli(h):
     s = h.server()
     out = add_user(h, s, "alice", backend="IT, ops")
     assert 'added user alice (backend_roles ["IT","ops"], roles [])' in out, out
-    code, out, err = h.run(["users", "add", "alice", "--data-dir", s.data_dir], stdin=b"x\n")
+    code, out, err = h.run(["users", "add", "alice"] + store_args(s), stdin=b"x\n")
     assert code == 1 and "a user of that name exists" in err, (code, err)
-    code, out, err = h.run(["users", "list", "--data-dir", s.data_dir])
+    code, out, err = h.run(["users", "list"] + store_args(s))
     assert code == 0 and out == 'alice backend_roles=["IT","ops"] roles=[]\n', out
     assert "pbkdf2" not in out and PW["alice"] not in out
     for bad in (["users"], ["users", "add"], ["users", "frob"], ["users", "list", "x"],
                 ["users", "add", "a:b"], ["users", "add", ""]):
-        code, out, err = h.run(bad + ["--data-dir", s.data_dir], stdin=b"pw\n")
+        code, out, err = h.run(bad + store_args(s), stdin=b"pw\n")
         assert code == 2, (bad, code, err)
-    code, out, err = h.run(["users", "add", "dave", "--data-dir", s.data_dir], stdin=b"\n")
+    code, out, err = h.run(["users", "add", "dave"] + store_args(s), stdin=b"\n")
     assert code == 1 and "password" in err, err
-    code, out, err = h.run(["users", "delete", "alice", "--data-dir", s.data_dir])
+    code, out, err = h.run(["users", "delete", "alice"] + store_args(s))
     assert code == 0 and out == "deleted user alice\n", (out, err)
-    code, out, err = h.run(["users", "delete", "alice", "--data-dir", s.data_dir])
+    code, out, err = h.run(["users", "delete", "alice"] + store_args(s))
     assert code == 1 and "no such user" in err
 
 
@@ -129,7 +137,7 @@ def test_basic_auth_once_users_exist(h):
     for _ in range(50):  # cached: no PBKDF2 per request
         assert s.get("/", headers=auth("alice")).status == 200
     assert time.time() - t < 2.0
-    code, _, _ = h.run(["users", "delete", "alice", "--data-dir", s.data_dir])
+    code, _, _ = h.run(["users", "delete", "alice"] + store_args(s))
     assert code == 0
     deadline = time.time() + 5
     while s.get("/").status != 200:  # no users left: protected mode again
@@ -176,7 +184,7 @@ def test_admin_password_bootstrap(h):
     s = h.server(env={"MLRELAY_ADMIN_PASSWORD": PW["admin"]})
     expect(s.get("/"), 401)
     assert s.get("/", headers=auth("admin")).status == 200
-    code, out, _ = h.run(["users", "list", "--data-dir", s.data_dir])
+    code, out, _ = h.run(["users", "list"] + store_args(s))
     assert out == 'admin backend_roles=[] roles=["all_access"]\n', out
     s.stop()
     s.env = {}
@@ -420,11 +428,11 @@ def test_master_key_rotation(h):
                                                           "connector_id": cid})
         mid = r.json["model_id"]
         assert s.post(ML + "/models/%s/_predict" % mid, CHAT).status == 200
-        code, _, err = h.run(["rotate-master-key", "--data-dir", s.data_dir])
+        code, _, err = h.run(["rotate-master-key"] + store_args(s))
         assert code == 1 and "stop it first" in err, err  # the server holds the data dir
         old = open(os.path.join(s.data_dir, "master.key")).read()
         s.stop()
-        code, out, err = h.run(["rotate-master-key", "--data-dir", s.data_dir])
+        code, out, err = h.run(["rotate-master-key"] + store_args(s))
         assert code == 0 and "re-encrypted" in out, (out, err)
         assert open(os.path.join(s.data_dir, "master.key")).read() != old
         assert not os.path.exists(os.path.join(s.data_dir, "master.key.new"))
@@ -477,9 +485,17 @@ def test_planted_secrets_appear_nowhere(h):
             for n in needles:
                 assert n not in blob, (n, blob[:200])
         logtext = s.log().encode()
-        files = glob.glob(os.path.join(s.data_dir, "mlrelay.db*"))
-        assert files
         for n in needles:
             assert n not in logtext, n
-            for f in files:
-                assert n not in open(f, "rb").read(), (n, f)
+            for name, data in stored_bytes(s):
+                assert n not in data, (n, name)
+
+
+def stored_bytes(s):
+    """What server @s keeps, as (name, bytes) pairs: SQLite's files (database, WAL), or in
+    PostgreSQL mode every row of every table, as text."""
+    if s.store_url() is not None:
+        return pg_rows(s)
+    files = glob.glob(os.path.join(s.data_dir, "mlrelay.db*"))
+    assert files
+    return [(f, open(f, "rb").read()) for f in files]
