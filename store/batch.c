@@ -42,6 +42,36 @@ static int batch_task_running(struct store__conn *c, const char *task_id, int *r
     return rc == MLR_ENOTFOUND ? MLR_OK : rc;
 }
 
+/* A batch recorded before (a retry after a crash or a lost acknowledgement) is skipped, not
+ * counted twice. PostgreSQL names the one conflict it may skip, so any other constraint failure
+ * is still an error, and nothing fails inside the op: a failed statement would abort the whole
+ * transaction there, not just this statement. */
+#define INSERT_LITE                                                                                \
+    "INSERT OR IGNORE INTO batch_results(task_id, first_index, n_items, n_failed, results) "       \
+    "VALUES(?, ?, ?, ?, ?)"
+#define INSERT_PG                                                                                  \
+    "INSERT INTO batch_results(task_id, first_index, n_items, n_failed, results) "                 \
+    "VALUES(?, ?, ?, ?, ?) ON CONFLICT (task_id, first_index) DO NOTHING"
+
+/* Adds a batch to the task's progress and renews its lease: ?1 lease_until_ms, ?2 now,
+ * ?3 seq_no, ?4 items completed, ?5 items failed, ?6 task id. json_set creates a missing
+ * "progress" object and jsonb_set would not, so PostgreSQL rebuilds the object and merges it in
+ * whole (the document's key order is then jsonb's); its casts give jsonb_build_object's
+ * arguments the types it cannot infer. */
+#define PROGRESS_LITE                                                                              \
+    "UPDATE tasks SET lease_until_ms = ?1, last_update_time = ?2, version = version + 1, "         \
+    "seq_no = ?3, doc = json_set(doc, "                                                            \
+    "'$.progress.completed', ifnull(json_extract(doc, '$.progress.completed'), 0) + ?4, "          \
+    "'$.progress.failed', ifnull(json_extract(doc, '$.progress.failed'), 0) + ?5, "                \
+    "'$.last_update_time', ?2) WHERE id = ?6"
+#define PROGRESS_PG                                                                                \
+    "UPDATE tasks SET lease_until_ms = ?1, last_update_time = ?2, version = version + 1, "         \
+    "seq_no = ?3, doc = (doc::jsonb || jsonb_build_object("                                        \
+    "'progress', COALESCE(doc::jsonb -> 'progress', '{}'::jsonb) || jsonb_build_object("           \
+    "'completed', COALESCE((doc::jsonb #>> '{progress,completed}')::bigint, 0) + ?4::bigint, "     \
+    "'failed', COALESCE((doc::jsonb #>> '{progress,failed}')::bigint, 0) + ?5::bigint), "          \
+    "'last_update_time', ?2::bigint))::text WHERE id = ?6"
+
 static int batch_put_run(struct store__conn *c, struct store__op *op)
 {
     struct batch_op *o = container_of(op, struct batch_op, op);
@@ -50,8 +80,7 @@ static int batch_put_run(struct store__conn *c, struct store__op *op)
     int rc = batch_task_running(c, o->task_id, &running);
     if (rc != MLR_OK || !running)
         return rc;
-    rc = store__stmt(c, "INSERT OR IGNORE INTO batch_results(task_id, first_index, n_items, "
-                        "n_failed, results) VALUES(?, ?, ?, ?, ?)", &st);
+    rc = store__stmt(c, STORE_SQL(c, INSERT_LITE, INSERT_PG), &st);
     if (rc != MLR_OK)
         return rc;
     store__bind_text(st, 1, o->task_id);
@@ -69,13 +98,7 @@ static int batch_put_run(struct store__conn *c, struct store__op *op)
     int64_t seq = 0, now = mlr_now_ms();
     rc = store__seq_next(c, &seq);
     if (rc == MLR_OK)
-        rc = store__stmt(c, "UPDATE tasks SET lease_until_ms = ?1, last_update_time = ?2, "
-                            "version = version + 1, seq_no = ?3, doc = json_set(doc, "
-                            "'$.progress.completed', "
-                            "ifnull(json_extract(doc, '$.progress.completed'), 0) + ?4, "
-                            "'$.progress.failed', "
-                            "ifnull(json_extract(doc, '$.progress.failed'), 0) + ?5, "
-                            "'$.last_update_time', ?2) WHERE id = ?6", &st);
+        rc = store__stmt(c, STORE_SQL(c, PROGRESS_LITE, PROGRESS_PG), &st);
     if (rc != MLR_OK)
         return rc;
     store__bind_int(st, 1, o->lease_until_ms);

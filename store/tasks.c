@@ -257,7 +257,22 @@ static int finish_model(struct store__conn *c, const struct store_task_result *r
     return rc;
 }
 
-/* The common outcome (state and optional error, no other task members) in one statement. */
+/* The common outcome (state and optional error, no other task members) in one statement:
+ * ?1 state, ?2 now, ?3 seq_no, ?4 id, ?5 error or NULL. PostgreSQL edits the document as jsonb
+ * (its key order is then jsonb's) and needs the casts: jsonb_build_object's arguments give it no
+ * type to infer. */
+#define FINISH_LITE                                                                                \
+    "UPDATE tasks SET state = ?1, last_update_time = ?2, version = version + 1, seq_no = ?3, "     \
+    "lease_until_ms = NULL, doc = CASE WHEN ?5 IS NULL "                                           \
+    "THEN json_set(doc, '$.state', ?1, '$.last_update_time', ?2) "                                 \
+    "ELSE json_set(doc, '$.state', ?1, '$.last_update_time', ?2, '$.error', ?5) END "              \
+    "WHERE id = ?4 AND state = 'RUNNING'"
+#define FINISH_PG                                                                                  \
+    "UPDATE tasks SET state = ?1, last_update_time = ?2, version = version + 1, seq_no = ?3, "     \
+    "lease_until_ms = NULL, doc = (doc::jsonb || jsonb_build_object('state', ?1::text, "           \
+    "'last_update_time', ?2::bigint) || CASE WHEN ?5::text IS NULL THEN '{}'::jsonb "              \
+    "ELSE jsonb_build_object('error', ?5::text) END)::text "                                       \
+    "WHERE id = ?4 AND state = 'RUNNING'"
 static int finish_fast(struct store__conn *c, const struct store_task_result *r, int64_t now,
                        int *applied)
 {
@@ -265,12 +280,7 @@ static int finish_fast(struct store__conn *c, const struct store_task_result *r,
     int64_t seq = 0;
     int rc = store__seq_next(c, &seq);
     if (rc == MLR_OK)
-        rc = store__stmt(c, "UPDATE tasks SET state = ?1, last_update_time = ?2, "
-                            "version = version + 1, seq_no = ?3, lease_until_ms = NULL, "
-                            "doc = CASE WHEN ?5 IS NULL THEN json_set(doc, '$.state', ?1, "
-                            "'$.last_update_time', ?2) ELSE json_set(doc, '$.state', ?1, "
-                            "'$.last_update_time', ?2, '$.error', ?5) END "
-                            "WHERE id = ?4 AND state = 'RUNNING'", &st);
+        rc = store__stmt(c, STORE_SQL(c, FINISH_LITE, FINISH_PG), &st);
     if (rc != MLR_OK)
         return rc;
     store__bind_text(st, 1, r->state);

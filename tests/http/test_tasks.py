@@ -3,7 +3,8 @@ mlcommons-reference.md §6.6, §6.7, §8, §9; clients.md §4 items 20-27).
 
 Each test starts the real binary. Where a test needs a task in a particular state that the API
 cannot produce (a CREATED task left by a previous process, a RUNNING task whose lease ran out), it
-writes the row with Python's sqlite3 module, copying the shape of a row the server wrote itself.
+writes the row itself, copying the shape of a row the server wrote: with Python's sqlite3 module,
+or with psql when the suite runs against PostgreSQL (the harness's MLRELAY_TEST_PG).
 """
 
 import base64
@@ -13,8 +14,11 @@ import os
 import re
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
+
+from harness import PG_BASE
 
 ML = "/_plugins/_ml"
 SETTINGS = "/_cluster/settings"
@@ -183,18 +187,74 @@ def db_path(s):
     return os.path.join(s.data_dir, "mlrelay.db")
 
 
+def _sql_literal(v):
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise TypeError(v)
+    if isinstance(v, int):
+        return str(v)
+    return "'" + v.replace("'", "''") + "'"
+
+
+class Db:
+    """Server @s's database, for the rows the API cannot produce: SQLite's file through sqlite3,
+    or the server's PostgreSQL database through psql (Python has no PostgreSQL driver here, so
+    `?` parameters are inlined as quoted literals; the tests pass only their own values)."""
+
+    def __init__(self, s):
+        self.pg_url = s.store_url() if PG_BASE else None
+        self.lite = None
+        if self.pg_url is None:
+            self.lite = sqlite3.connect(db_path(s), timeout=5, isolation_level=None)
+            self.lite.execute("PRAGMA busy_timeout = 5000")
+
+    def _psql(self, sql):
+        p = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d",
+                            self.pg_url, "-c", sql], capture_output=True, timeout=60)
+        assert p.returncode == 0, "psql failed: %s" % p.stderr.decode()
+        return p.stdout.decode()
+
+    def _inline(self, sql, args):
+        parts = sql.split("?")
+        assert len(parts) == len(args) + 1, sql
+        return parts[0] + "".join(_sql_literal(a) + rest for a, rest in zip(args, parts[1:]))
+
+    def rows(self, sql, args=()):
+        """The rows of query @sql as dicts of columns."""
+        if self.lite is not None:
+            cur = self.lite.execute(sql, args)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+        out = self._psql("SELECT row_to_json(q)::text FROM (%s) AS q" % self._inline(sql, args))
+        return [json.loads(line) for line in out.splitlines() if line]
+
+    def execute(self, sql, args=()):
+        if self.lite is not None:
+            self.lite.execute(sql, args)
+        else:
+            self._psql(self._inline(sql, args))
+
+    def integrity_ok(self):
+        """SQLite's integrity_check; PostgreSQL keeps its own files sound."""
+        if self.lite is None:
+            return True
+        return self.lite.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+    def close(self):
+        if self.lite is not None:
+            self.lite.close()
+
+
 def db_connect(s):
-    db = sqlite3.connect(db_path(s), timeout=5, isolation_level=None)
-    db.execute("PRAGMA busy_timeout = 5000")
-    return db
+    return Db(s)
 
 
 def task_row(db, tid):
     """The task row as a dict of columns (doc parsed)."""
-    cur = db.execute("SELECT * FROM tasks WHERE id = ?", (tid,))
-    row = cur.fetchone()
-    assert row is not None, tid
-    out = dict(zip([d[0] for d in cur.description], row))
+    rows = db.rows("SELECT * FROM tasks WHERE id = ?", (tid,))
+    assert len(rows) == 1, tid
+    out = rows[0]
     out["doc"] = json.loads(out["doc"])
     return out
 
@@ -210,15 +270,18 @@ def insert_task(db, template_id, new_id, state, lease_until_ms=None, model_id=No
     if model_id is not None:
         doc["model_id"] = model_id
     doc.pop("error", None)
+    values = (new_id, doc["task_type"], state, doc.get("model_id"), t, t, lease_until_ms, 1)
+    insert = ("INSERT INTO tasks(id, task_type, state, model_id, create_time, last_update_time, "
+              "lease_until_ms, version, seq_no, doc) VALUES(?,?,?,?,?,?,?,?,%s,?)")
+    if db.lite is None:
+        # _seq_no comes from a sequence there, and one statement is its own transaction.
+        db.execute(insert % "nextval('mlr_seq_no')", values + (json.dumps(doc),))
+        return
     db.execute("BEGIN IMMEDIATE")
     try:
-        seq = db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq_no' "
-                         "RETURNING CAST(value AS INTEGER)").fetchone()[0]
-        db.execute("INSERT INTO tasks(id, task_type, state, model_id, create_time, "
-                   "last_update_time, lease_until_ms, version, seq_no, doc) "
-                   "VALUES(?,?,?,?,?,?,?,?,?,?)",
-                   (new_id, doc["task_type"], state, doc.get("model_id"), t, t, lease_until_ms, 1,
-                    seq, json.dumps(doc)))
+        seq = db.rows("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'seq_no' "
+                      "RETURNING CAST(value AS INTEGER) AS seq")[0]["seq"]
+        db.execute(insert % "?", values + (seq, json.dumps(doc)))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -572,7 +635,7 @@ def test_cancel_and_delete_finished_tasks(h):
 
 def test_cancel_created_task(h):
     """A CREATED task can be cancelled and then never runs. The API leaves no task CREATED for
-    long, so the row is written with sqlite3 while the server runs and cancelled at once; the
+    long, so the row is written directly while the server runs and cancelled at once; the
     dispatcher claims on a 200 ms tick, so a few attempts are allowed in case a tick wins."""
     s = h.server()
     cid = make_connector(s)
@@ -687,6 +750,9 @@ def test_expired_lease_reclaimed_without_restart(h):
     cid = make_connector(s)
     reg = register(s, cid)
     wait_task(s, reg["task_id"])
+    # Taken before the rows are written: the dispatcher may reclaim the expired task before a
+    # slower writer (psql, under PostgreSQL) has returned.
+    t0 = now_ms()
     db = db_connect(s)
     try:
         insert_task(db, reg["task_id"], "expiredlease00000001", "RUNNING",
@@ -695,7 +761,6 @@ def test_expired_lease_reclaimed_without_restart(h):
                     lease_until_ms=now_ms() + 3600 * 1000)
     finally:
         db.close()
-    t0 = now_ms()
     task = wait_task(s, "expiredlease00000001", timeout=2)
     assert task["last_update_time"] >= t0, task
     assert task["model_id"] == reg["model_id"], task
@@ -875,11 +940,11 @@ def test_kill9_under_load_loses_nothing(h):  # slow
     _wait_all_completed(s, [tid for _, _, tid in acked], timeout=10)
     # Nothing half-written: the database is sound and every model has its register task.
     assert s.stop() == 0
-    db = sqlite3.connect(db_path(s))
+    db = db_connect(s)
     try:
-        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        orphans = db.execute("SELECT COUNT(*) FROM models m WHERE NOT EXISTS (SELECT 1 FROM tasks "
-                             "t WHERE t.model_id = m.id)").fetchone()[0]
+        assert db.integrity_ok()
+        orphans = db.rows("SELECT COUNT(*) AS n FROM models m WHERE NOT EXISTS (SELECT 1 FROM "
+                          "tasks t WHERE t.model_id = m.id)")[0]["n"]
         assert orphans == 0, orphans
     finally:
         db.close()
@@ -909,10 +974,10 @@ def test_sigterm_with_tasks_in_flight(h):
     acked = list(acked)
     s.close_conn()
     # In-flight work was finished or re-queued: nothing is left RUNNING, the file is sound.
-    db = sqlite3.connect(db_path(s))
+    db = db_connect(s)
     try:
-        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        running = db.execute("SELECT id, task_type FROM tasks WHERE state = 'RUNNING'").fetchall()
+        assert db.integrity_ok()
+        running = db.rows("SELECT id, task_type FROM tasks WHERE state = 'RUNNING'")
         assert running == [], running
     finally:
         db.close()

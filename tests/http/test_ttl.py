@@ -5,6 +5,7 @@ point 1). Fractional minutes make the TTLs a few seconds long; no case waits mor
 import os
 import time
 
+from harness import sqlite_only
 from test_predict import ML, get_model, model_for, predict_ok, put_settings, relay
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
@@ -119,6 +120,7 @@ def test_ttl_deadline_passed_while_down(h):
 def test_ttl_expiry_survives_a_full_disk(h):
     """The undeploy task of an expired model cannot be written while the disk is full: the
     expiry is tried again and happens once the disk has room."""
+    sqlite_only("the disk faults are injected through SQLite's VFS (MLRELAY_FAULT_FILE)")
     fault = os.path.join(h.tmp, "fault")
     with relay(h) as (s, up):
         s.stop()
