@@ -124,10 +124,13 @@ static int select_ids(struct store__conn *c, const char *sql, struct claim_op *o
     store__bind_int(st, 1, o->max - *n);
     store__bind_int(st, 2, o->now_ms);
     store__bind_int(st, 3, o->now_ms - STORE_NODE_LEASE_MS);
-    while (*n < o->max && store__step(st) == SQLITE_ROW)
+    int step = SQLITE_DONE;
+    while (*n < o->max && (step = store__step(st)) == SQLITE_ROW)
         ids[(*n)++] = mlr_xstrdup(store__col_text(st, 0));
     store__reset(st);
-    return MLR_OK;
+    /* A failed step is an error, not "nothing to claim": the op (and with PostgreSQL its
+     * transaction) must not go on as if the select had run. */
+    return step == SQLITE_ROW || step == SQLITE_DONE ? MLR_OK : store__err(step);
 }
 
 static int claim_run(struct store__conn *c, struct store__op *op)
@@ -447,7 +450,10 @@ int store_task_recover(struct store *s, int *reset)
         json_object_put(doc);
         free(cred);
     }
-    rc = store__err(store__exec(c, rc == MLR_OK ? "COMMIT" : "ROLLBACK"));
+    if (rc == MLR_OK)
+        rc = store__err(store__exec(c, "COMMIT"));
+    else
+        store__exec(c, "ROLLBACK"); /* keeps the first error: recovery did not happen */
     for (int i = 0; i < n; i++)
         free(ids[i]);
     free(ids);
