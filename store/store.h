@@ -354,10 +354,10 @@ int store_model_undeploy(struct store *s, const char *model_id, const char *task
 /**
  * Reads document @id with its credential synchronously on a pooled read connection. For worker
  * threads only (it blocks on the disk); never call it on the loop thread. The caller owns *doc
- * and *credential (NULL when none).
+ * and *credential (NULL when none). @version (may be NULL) gets the document's _version.
  */
 int store_doc_read(struct store *s, enum store_kind kind, const char *id,
-                   struct json_object **doc, char **credential);
+                   struct json_object **doc, char **credential, int64_t *version);
 
 /** Ids of models whose stored state is @state (synchronous; for start-up). The caller frees
  * each string and the array. */

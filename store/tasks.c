@@ -646,11 +646,14 @@ int store_model_undeploy(struct store *s, const char *model_id, const char *task
 /* ---------------------------------- synchronous reads ---------------------------------- */
 
 int store_doc_read(struct store *s, enum store_kind kind, const char *id,
-                   struct json_object **doc, char **credential)
+                   struct json_object **doc, char **credential, int64_t *version)
 {
+    struct store_doc meta = {0};
     struct store__conn *c = store__reader_acquire(s);
-    int rc = store__doc_load(c, kind, id, doc, credential, NULL);
+    int rc = store__doc_load(c, kind, id, doc, credential, &meta);
     store__reader_release(s, c);
+    if (rc == MLR_OK && version)
+        *version = meta.version;
     return rc;
 }
 

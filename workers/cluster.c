@@ -183,11 +183,16 @@ static void on_deployed_listed(int status, const struct store_deployed_model *m,
                  (long long)m[i].connector_version);
         json_object_object_add(stored, m[i].id, NULL);
         struct json_object *seen = NULL;
-        int have = workers_deployment_get(w, m[i].id) != NULL;
+        struct deployment *d = workers_deployment_get(w, m[i].id);
         int same = json_object_object_get_ex(c->seen, m[i].id, &seen) && seen &&
                    strcmp(json_object_get_string(seen), key) == 0;
-        if (have && (same || !c->primed)) {
-            /* Up to date, or deployed here before this node's first look (start-up). */
+        /* A deployment this node built itself (its DEPLOY_MODEL task, a redeploy at start) read
+         * the model before the task's own DEPLOYED write, one _version later: the same model.
+         * Rebuilding it would only reset its rate limiter and statistics. */
+        int own = d && d->connector_version == m[i].connector_version &&
+                  (m[i].version == d->model_version ||
+                   (d->by_task && m[i].version == d->model_version + 1));
+        if (d && (same || own || !c->primed)) {
             json_object_object_add(c->seen, m[i].id, json_object_new_string(key));
             continue;
         }

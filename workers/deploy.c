@@ -102,14 +102,15 @@ static int build(struct workers *w, const char *model_id, struct deployment **ou
 {
     struct json_object *model = NULL, *conn = NULL, *plain = NULL;
     char *sealed = NULL, owner[STORE_ID_MAX + 16];
-    int rc = store_doc_read(w->store, STORE_MODEL, model_id, &model, &sealed);
+    int64_t model_version = 0, connector_version = 0;
+    int rc = store_doc_read(w->store, STORE_MODEL, model_id, &model, &sealed, &model_version);
     if (rc == MLR_ENOTFOUND)
         snprintf(err, errlen, "Failed to find model");
     const char *cid = rc == MLR_OK ? member(model, "connector_id") : NULL;
     if (rc == MLR_OK && cid) {
         free(sealed);
         sealed = NULL;
-        rc = store_doc_read(w->store, STORE_CONNECTOR, cid, &conn, &sealed);
+        rc = store_doc_read(w->store, STORE_CONNECTOR, cid, &conn, &sealed, &connector_version);
         if (rc == MLR_ENOTFOUND)
             snprintf(err, errlen, "Failed to find connector:%s", cid);
         snprintf(owner, sizeof(owner), "connector:%s", cid);
@@ -140,6 +141,8 @@ static int build(struct workers *w, const char *model_id, struct deployment **ou
     d->connector = conn;
     d->credential = plain;
     d->deployed_ms = mlr_now_ms();
+    d->model_version = model_version;
+    d->connector_version = connector_version;
     d->heap_idx = -1; /* not in the TTL heap until installed */
     d->ttl_ms = -1;
     workers__upstream_stats_init(&d->upstream);
@@ -269,6 +272,7 @@ static void run_deploy(struct workers *w, struct queue_job *job)
         job->model_state = "DEPLOY_FAILED";
         return;
     }
+    d->by_task = 1;
     job->model_state = "DEPLOYED";
     job->model_fields = deployed_fields(w);
     /* worker_node: the nodes this deployment reaches (ML Commons: every eligible node). */
@@ -281,7 +285,7 @@ static void run_undeploy(struct workers *w, struct queue_job *job)
 {
     struct json_object *model = NULL;
     char *sealed = NULL;
-    int rc = store_doc_read(w->store, STORE_MODEL, job->model_id, &model, &sealed);
+    int rc = store_doc_read(w->store, STORE_MODEL, job->model_id, &model, &sealed, NULL);
     free(sealed);
     json_object_put(model);
     if (rc != MLR_OK) {

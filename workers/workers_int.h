@@ -179,6 +179,9 @@ struct deployment {
     struct json_object *connector;    /* connector document (credential-free) */
     struct json_object *credential;   /* decrypted: name -> plaintext; wiped on free */
     int64_t deployed_ms;              /* wall clock */
+    int64_t model_version;            /* _version of the model document it was built from */
+    int64_t connector_version;        /* ... and of its standalone connector (0: inline) */
+    int by_task;                      /* built by a DEPLOY_MODEL task, whose own write follows */
     struct deployment *next;          /* registry chain */
     /* predict-time state, loop thread only */
     int64_t last_used_ms;             /* wall clock, epoch ms: last predict or deploy (TTL) */
