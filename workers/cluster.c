@@ -57,7 +57,9 @@ static void on_settings_read(int status, struct json_object *persistent, void *d
 {
     struct workers *w = data;
     w->cluster.settings_reading = 0;
-    if (status != MLR_OK || w->cluster.closing) {
+    /* A PUT through this node applied meanwhile may be newer than what was read: drop the
+     * read and read again at the next heartbeat rather than go back in time. */
+    if (status != MLR_OK || w->cluster.closing || w->settings_gen != w->cluster.settings_gen_read) {
         w->cluster.settings_epoch = -1; /* try again at the next heartbeat */
         json_object_put(persistent);
         return;
@@ -258,6 +260,7 @@ static void on_beat(int status, const struct store_cluster_view *v, void *data)
     if (v->settings_epoch != c->settings_epoch && !c->settings_reading) {
         c->settings_epoch = v->settings_epoch;
         c->settings_reading = 1;
+        c->settings_gen_read = w->settings_gen;
         if (store_settings_read(w->store, on_settings_read, w) != MLR_OK) {
             c->settings_reading = 0;
             c->settings_epoch = -1;

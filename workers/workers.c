@@ -83,8 +83,10 @@ int workers_settings_apply(struct workers *w, struct json_object *persistent,
     int rc = build(w, persistent, transient, &next, err, errlen);
     if (rc == MLR_OK)
         workers__stats_window(w, mlr_settings_int(next, MLR_S_MONITORING_REQUEST_COUNT));
-    if (rc == MLR_OK)
+    if (rc == MLR_OK) {
         workers_settings_set(w, next); /* the context now owns this reference */
+        w->settings_gen++;
+    }
     return rc;
 }
 

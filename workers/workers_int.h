@@ -82,6 +82,7 @@ struct workers_cluster {
     int sync_pending;             /* its steps: the list read, then one per build */
     int primed;                   /* the first sync ran (deployments from start-up are current) */
     int settings_reading;
+    uint64_t settings_gen_read;   /* workers.settings_gen when the settings read started */
     struct json_object *nodes;    /* live node ids (array), guarded by workers.lock */
     struct json_object *seen;     /* model id -> "version:connector_version" deployed here */
     struct json_object *reported; /* model ids this node reported holding (model_nodes) */
@@ -106,6 +107,7 @@ struct workers {
     struct batch_poller *poller;     /* BATCH_PREDICTION status polling (batch_predict.c) */
     struct workers_stats stats;      /* ML action counts (stats.c) */
     struct workers_cluster cluster;  /* several nodes on one store (cluster.c) */
+    uint64_t settings_gen;           /* local settings changes applied (loop thread) */
 };
 
 /* Cluster (cluster.c): start after the queue, stop with the workers, free with them. */
