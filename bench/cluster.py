@@ -6,7 +6,7 @@ Usage: python3 bench/cluster.py [-c CONNS] [-d SECONDS] [-n NODES,...] [--no-bui
 
 For each node count N: a fresh database on a throwaway PostgreSQL cluster (scripts/pg-cluster,
 fsync on, on BENCH_TMPDIR, default /var/tmp: a real disk), N nodes sharing it and one master key,
-the trusted-endpoint setting, one connector and one model group. Then CONNS keep-alive clients,
+the trusted-endpoint setting, one connector and one model group per node. Then CONNS keep-alive clients,
 split evenly over the nodes, POST /_plugins/_ml/models/_register back to back for SECONDS (each
 acknowledged request is a committed model row plus a REGISTER_MODEL task, which any node may
 claim and run) using bench/loadgen.c, one load generator per node. Reported per N: acknowledged
@@ -74,6 +74,7 @@ class Bench:
         self.procs = []
         self.work = tempfile.mkdtemp(prefix="mlrelay-cluster-",
                                      dir=os.environ.get("BENCH_TMPDIR", "/var/tmp"))
+        os.chmod(self.work, 0o755)  # as root, the cluster runs as `postgres`, which must enter
         self.pg_dir = os.path.join(self.work, "pg")
         self.pg_base = None
 
@@ -186,17 +187,21 @@ class Bench:
             "parameters": {"endpoint": "127.0.0.1:9"}, "credential": {"k": "v"},
             "actions": [{"action_type": "predict", "method": "POST",
                          "url": "http://${parameters.endpoint}/x"}]})["connector_id"]
-        gid = http(ports[0], "POST", "/_plugins/_ml/model_groups/_register",
-                   {"name": "bench"})["model_group_id"]
+        # Each node's clients register into their own group: a register bumps its group's
+        # latest_version, and one group shared by every node would make that one row the
+        # bottleneck (its lock is held until each commit) instead of the task queue.
+        gids = [http(ports[0], "POST", "/_plugins/_ml/model_groups/_register",
+                     {"name": "bench%d" % i})["model_group_id"] for i in range(n)]
+        gid = gids[0]
         time.sleep(1.5)  # every node has beaten and mirrored the settings
         conns = max(1, self.a.conns // n)
         cpu0 = [cpu_seconds(p.pid) for p, _ in nodes]
         pg0 = pg_cpu_seconds()
         t0 = time.time()
         gens = [subprocess.Popen([self.loadgen, "http", "-p", str(port), "-c", str(conns),
-                                  "-d", str(self.a.seconds), "-g", gid, "-k", cid, "-i", "0",
-                                  "-w", "300"], stdout=subprocess.PIPE, text=True)
-                for port in ports]
+                                  "-d", str(self.a.seconds), "-g", gids[i], "-k", cid, "-i",
+                                  "0", "-w", "300"], stdout=subprocess.PIPE, text=True)
+                for i, port in enumerate(ports)]
         results = []
         for g in gens:
             out, _ = g.communicate(timeout=self.a.seconds + 400)

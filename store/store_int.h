@@ -61,6 +61,7 @@ struct store__stmt; /* a prepared statement of either backend */
 
 /* A connection of either backend, with its cache of prepared statements. */
 #define STORE_STMT_CACHE 128
+#define STORE_SEQ_POOL 64
 struct store__conn {
     sqlite3 *db;           /* SQLite backend, or NULL */
     struct pg_conn *pg;    /* PostgreSQL backend, or NULL */
@@ -74,6 +75,9 @@ struct store__conn {
     int64_t seq;           /* writer: last _seq_no handed out in this transaction */
     int seq_batched;       /* writer: seq is loaded; store it at commit */
     int seq_dirty;         /* writer: seq moved since it was loaded */
+    int64_t seq_pool[STORE_SEQ_POOL]; /* PostgreSQL: _seq_no values taken from the sequence */
+    int seq_pool_n;        /* entries of seq_pool */
+    int seq_pool_next;     /* next unused entry */
 };
 
 /* The SQL text for @c's backend: both arguments are static strings (the statement cache is

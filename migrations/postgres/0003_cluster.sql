@@ -47,10 +47,19 @@ BEGIN
 END
 $$;
 
--- Deployments follow the model's state and version (any document write) and its connector's
--- version; last-use writes (last_used_ms, ttl_deadline_ms) fire nothing.
-CREATE TRIGGER models_epoch AFTER INSERT OR DELETE OR UPDATE OF model_state, version ON models
-    FOR EACH STATEMENT EXECUTE FUNCTION mlr_bump_epoch('models');
+-- Deployments follow a model's state and version while it is or becomes deployed, and its
+-- connector's version. Nothing else fires: not registers, not other models' writes, not
+-- last-use writes (last_used_ms, ttl_deadline_ms), so busy nodes do not keep each other
+-- re-reading the deployed models or queue on the epochs row.
+CREATE TRIGGER models_epoch AFTER UPDATE OF model_state, version ON models
+    FOR EACH ROW WHEN ((OLD.model_state IN ('DEPLOYED', 'PARTIALLY_DEPLOYED') OR
+                        NEW.model_state IN ('DEPLOYED', 'PARTIALLY_DEPLOYED')) AND
+                       (OLD.model_state IS DISTINCT FROM NEW.model_state OR
+                        OLD.version IS DISTINCT FROM NEW.version))
+    EXECUTE FUNCTION mlr_bump_epoch('models');
+CREATE TRIGGER models_deleted_epoch AFTER DELETE ON models
+    FOR EACH ROW WHEN (OLD.model_state IN ('DEPLOYED', 'PARTIALLY_DEPLOYED'))
+    EXECUTE FUNCTION mlr_bump_epoch('models');
 CREATE TRIGGER connectors_epoch AFTER DELETE OR UPDATE OF version ON connectors
     FOR EACH STATEMENT EXECUTE FUNCTION mlr_bump_epoch('models');
 CREATE TRIGGER settings_epoch AFTER INSERT OR DELETE OR UPDATE ON settings
