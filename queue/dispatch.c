@@ -46,6 +46,7 @@ struct queue {
     struct queue_options opts;
     uv_timer_t timer;
     int claiming;                 /* a claim op is outstanding */
+    int kick_again;               /* a kick came while claiming: claim again when it returns */
     int finishing;                /* a finish op is outstanding */
     int inflight;                 /* claimed jobs not yet finished and committed */
     struct queue_job *running;    /* jobs on the thread pool (for timeouts) */
@@ -58,6 +59,7 @@ struct queue {
     void *closed_data;
     struct queue_stats stats;     /* counters for /metrics (loop thread) */
     int peeks;                    /* waiter state reads in flight (several nodes) */
+    int peek_again;               /* a task ended during the round: look once more after it */
 };
 
 static void kick(struct queue *q);
@@ -118,6 +120,8 @@ void queue_wait(struct queue *q, const char *task_id, int64_t timeout_ms, queue_
  * node, whose finish never reaches this node's waiters. So each tick reads the stored state of
  * every waited-for task and answers the waiters of those that ended elsewhere.
  */
+static void peek_waiters(struct queue *q);
+
 struct peek {
     struct queue *q;
     char task_id[STORE_ID_MAX + 1];
@@ -135,13 +139,21 @@ static void on_peeked(int status, struct store_doc *d, void *data)
         queue_task_state_is_final(st))
         answer_waiters(q, p->task_id, queue_task_state_name(st));
     free(p);
+    if (q->peeks == 0 && q->peek_again && !q->closing) {
+        q->peek_again = 0;
+        peek_waiters(q);
+    }
     maybe_free(q);
 }
 
 static void peek_waiters(struct queue *q)
 {
-    if (!store_is_shared(q->store) || q->peeks > 0)
-        return; /* one round at a time */
+    if (!store_is_shared(q->store))
+        return;
+    if (q->peeks > 0) { /* one round at a time */
+        q->peek_again = 1;
+        return;
+    }
     for (struct waiter *w = q->waiters; w; w = w->next) {
         struct peek *p = mlr_xcalloc(1, sizeof(*p));
         p->q = q;
@@ -311,14 +323,20 @@ static void on_claimed(int status, struct store_task *tasks, int n, void *data)
         start_job(q, job_new(q, &tasks[i]));
     if (q->ready)
         flush(q);
-    if (n > 0 && status == MLR_OK)
-        kick(q); /* there may be more */
+    /* There may be more; and a kick that came during this claim may announce a task its
+     * transaction did not see (written after it began), which must not wait for the tick. */
+    if ((n > 0 && status == MLR_OK) || q->kick_again) {
+        q->kick_again = 0;
+        kick(q);
+    }
     maybe_free(q);
 }
 
 static void kick(struct queue *q)
 {
     int room = q->opts.concurrency - q->inflight;
+    if (q->claiming)
+        q->kick_again = 1;
     if (q->closing || q->claiming || room <= 0)
         return;
     int64_t timeout, retention;
@@ -333,6 +351,12 @@ static void kick(struct queue *q)
 void queue_kick(struct queue *q)
 {
     kick(q);
+}
+
+void queue_tasks_finished(struct queue *q)
+{
+    if (q->waiters)
+        peek_waiters(q);
 }
 
 /* ---------------------------------- finish ---------------------------------- */

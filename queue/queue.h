@@ -148,6 +148,10 @@ int queue_start(struct queue *q, int *recovered);
 /** New task rows were committed: claim them now. */
 void queue_kick(struct queue *q);
 
+/** Several nodes: some task finished somewhere; waiters look at their tasks' stored state now
+ * instead of at the next tick. */
+void queue_tasks_finished(struct queue *q);
+
 /** Called with the task's final state, or NULL when @timeout_ms passed first. */
 typedef void (*queue_wait_cb)(const char *task_id, const char *state, void *data);
 

@@ -651,8 +651,9 @@ int store_settings_read(struct store *s, store_settings_cb cb, void *data);
 
 /**
  * Calls @cb(payload) on the loop thread for each notification on channel `mlrelay` ("models",
- * "settings", "tasks"), from a dedicated connection watched by the loop. A lost connection is
- * re-opened by the next store_listen_check(). No-op for SQLite. One listener per store.
+ * "settings", "tasks", "done"), from a dedicated connection watched by the loop. A lost
+ * connection is re-opened by the next store_listen_check(). No-op for SQLite. One listener per
+ * store.
  */
 typedef void (*store_notify_cb)(const char *payload, void *data);
 int store_listen(struct store *s, store_notify_cb cb, void *data);

@@ -294,8 +294,12 @@ static void on_notify(const char *payload, void *data)
     struct workers *w = data;
     if (strcmp(payload, "tasks") == 0)
         workers_kick(w); /* a claim now rather than at the queue's next tick */
-    else
+    else if (strcmp(payload, "done") == 0) {
+        if (w->queue) /* a waited-for task may have ended on another node */
+            queue_tasks_finished(w->queue);
+    } else {
         beat(w);
+    }
 }
 
 /* ---------------------------------- lifecycle ---------------------------------- */

@@ -8,7 +8,7 @@
 -- epochs + triggers: a counter per kind of shared state that every node mirrors (deployments and
 -- settings), bumped in the same transaction as the change, so a node that polls it cannot miss a
 -- change; pg_notify() on channel `mlrelay` is only a hint that makes nodes look at once (payload
--- `models`, `settings` or `tasks`). A notification is delivered at commit and folded with equal
+-- `models`, `settings`, `tasks` or `done`). A notification is delivered at commit and folded with equal
 -- ones of the same transaction.
 ALTER TABLE tasks ADD COLUMN claimed_by TEXT;
 
@@ -42,7 +42,7 @@ $$;
 
 CREATE FUNCTION mlr_notify_tasks() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('mlrelay', 'tasks');
+    PERFORM pg_notify('mlrelay', TG_ARGV[0]);
     RETURN NULL;
 END
 $$;
@@ -66,4 +66,9 @@ CREATE TRIGGER settings_epoch AFTER INSERT OR DELETE OR UPDATE ON settings
     FOR EACH STATEMENT EXECUTE FUNCTION mlr_bump_epoch('settings');
 -- New work: a task written CREATED (inserted, or put back by a stopping node).
 CREATE TRIGGER tasks_created AFTER INSERT OR UPDATE OF state ON tasks
-    FOR EACH ROW WHEN (NEW.state = 'CREATED') EXECUTE FUNCTION mlr_notify_tasks();
+    FOR EACH ROW WHEN (NEW.state = 'CREATED') EXECUTE FUNCTION mlr_notify_tasks('tasks');
+-- A task ended: a client of another node may be waiting for it (a deploy answers when its task
+-- is done, whichever node ran it). Folded to one notification per transaction.
+CREATE TRIGGER tasks_done AFTER UPDATE OF state ON tasks
+    FOR EACH ROW WHEN (NEW.state IN ('COMPLETED', 'FAILED', 'CANCELLED', 'COMPLETED_WITH_ERROR'))
+    EXECUTE FUNCTION mlr_notify_tasks('done');
