@@ -60,6 +60,7 @@ struct queue {
     struct queue_stats stats;     /* counters for /metrics (loop thread) */
     int peeks;                    /* waiter state reads in flight (several nodes) */
     int peek_again;               /* a task ended during the round: look once more after it */
+    struct queue_job *finishing_jobs; /* the outstanding finish op's jobs (linked by _next) */
 };
 
 static void kick(struct queue *q);
@@ -127,6 +128,18 @@ struct peek {
     char task_id[STORE_ID_MAX + 1];
 };
 
+/* 1 when this node runs or is recording task @id: its own finish answers the waiters, after
+ * the runner's committed() hook (a deploy is installed here before its waiters hear of it). */
+static int local_job(const struct queue *q, const char *id)
+{
+    const struct queue_job *lists[] = {q->running, q->ready, q->finishing_jobs};
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++)
+        for (const struct queue_job *j = lists[i]; j; j = j->_next)
+            if (strcmp(j->id, id) == 0)
+                return 1;
+    return 0;
+}
+
 static void on_peeked(int status, struct store_doc *d, void *data)
 {
     struct peek *p = data;
@@ -134,7 +147,8 @@ static void on_peeked(int status, struct store_doc *d, void *data)
     q->peeks--;
     struct json_object *v = NULL;
     enum queue_task_state st;
-    if (status == MLR_OK && !q->closing && json_object_object_get_ex(d->doc, "state", &v) &&
+    if (status == MLR_OK && !q->closing && !local_job(q, p->task_id) &&
+        json_object_object_get_ex(d->doc, "state", &v) &&
         queue_task_state_parse(json_object_get_string(v), &st) == MLR_OK &&
         queue_task_state_is_final(st))
         answer_waiters(q, p->task_id, queue_task_state_name(st));
@@ -379,6 +393,7 @@ static void on_finished(int status, const int *applied, int n, void *data)
     int i = 0, njobs = 0;
     struct queue *q = b->q;
     q->finishing = 0;
+    q->finishing_jobs = NULL;
     for (struct queue_job *j = b->jobs; j; j = j->_next)
         njobs++;
     if (status != MLR_OK && status != MLR_ECLOSED && !q->closing &&
@@ -466,6 +481,7 @@ static void flush(struct queue *q)
     for (struct queue_job *j = b->jobs; j; j = j->_next)
         fill_result(&r[i++], j);
     q->finishing = 1;
+    q->finishing_jobs = b->jobs;
     int rc = store_task_finish(q->store, r, n, on_finished, b);
     free(r);
     if (rc != MLR_OK)

@@ -89,6 +89,8 @@ struct build {
     int64_t last_used_ms;
     char err[512];
     int status;
+    void (*done)(void *data);   /* workers__cluster_adopt(): called instead of a sync step */
+    void *data;
 };
 
 static void sync_step_done(struct workers *w);
@@ -105,6 +107,15 @@ static void build_after(uv_work_t *work, int status)
 {
     struct build *b = container_of(work, struct build, work);
     struct workers *w = b->w;
+    if (b->done) { /* adopt: install unless something newer got there first */
+        if (status == 0 && b->status == MLR_OK && workers_deployment_get(w, b->model_id) == NULL)
+            workers__deployment_install(w, b->d, b->last_used_ms);
+        else
+            workers_deployment_unref(b->d);
+        b->done(b->data);
+        free(b);
+        return;
+    }
     if (status == 0 && b->status == MLR_OK && !w->cluster.closing) {
         workers__deployment_install(w, b->d, b->last_used_ms);
         json_object_object_add(w->cluster.seen, b->model_id, json_object_new_string(b->seen));
@@ -120,6 +131,20 @@ static void build_after(uv_work_t *work, int status)
     }
     free(b);
     sync_step_done(w);
+}
+
+void workers__cluster_adopt(struct workers *w, const char *model_id, void (*done)(void *data),
+                            void *data)
+{
+    struct build *b = mlr_xcalloc(1, sizeof(*b));
+    b->w = w;
+    snprintf(b->model_id, sizeof(b->model_id), "%s", model_id);
+    b->done = done;
+    b->data = data;
+    if (uv_queue_work(w->loop, &b->work, build_work, build_after) != 0) {
+        free(b);
+        done(data);
+    }
 }
 
 /* Reports to model_nodes what this node holds now versus what it reported last. */

@@ -740,12 +740,23 @@ static void autodeploy_done(struct autodeploy *a, const struct workers_error *e)
     free(a);
 }
 
+static void on_adopted(void *data)
+{
+    autodeploy_done(data, NULL); /* fails the calls if the build failed */
+}
+
 static void on_autodeployed(const char *task_id, const char *state, void *data)
 {
     struct autodeploy *a = data;
     UNUSED(task_id);
     struct workers_error e;
     if (state && strcmp(state, "COMPLETED") == 0) {
+        /* With several nodes the deploy may have run on another node, and this node's copy
+         * comes with its next sync: build it here now rather than fail the waiting calls. */
+        if (workers_deployment_get(a->w, a->model_id) == NULL && a->w->cluster.on) {
+            workers__cluster_adopt(a->w, a->model_id, on_adopted, a);
+            return;
+        }
         autodeploy_done(a, NULL);
         return;
     }

@@ -114,6 +114,10 @@ struct workers {
 void workers__cluster_start(struct workers *w);
 void workers__cluster_stop(struct workers *w);
 void workers__cluster_free(struct workers *w);
+/* A model deployed by another node's task (or whose task's answer came before this node's own
+ * install): builds and installs it here on the pool, then calls @done on the loop. */
+void workers__cluster_adopt(struct workers *w, const char *model_id, void (*done)(void *data),
+                            void *data);
 /* The live nodes as a new JSON array of ids (just this node without a cluster). Any thread. */
 struct json_object *workers__cluster_nodes(struct workers *w);
 
