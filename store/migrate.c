@@ -54,6 +54,11 @@ static int apply_one(sqlite3 *db, const struct store__migration *m, char *err, s
     return MLR_OK;
 }
 
+static int apply_sqlite(void *db, const struct store__migration *m, char *err, size_t errlen)
+{
+    return apply_one(db, m, err, errlen);
+}
+
 int store__migrate(sqlite3 *db, const struct store__migration *list, size_t n, char *err,
                    size_t errlen)
 {
@@ -62,6 +67,12 @@ int store__migrate(sqlite3 *db, const struct store__migration *list, size_t n, c
         snprintf(err, errlen, "cannot read schema version: %s", sqlite3_errmsg(db));
         return MLR_ECORRUPT;
     }
+    return store__migrate_from(current, list, n, apply_sqlite, db, err, errlen);
+}
+
+int store__migrate_from(int current, const struct store__migration *list, size_t n,
+                        store__apply_fn apply, void *ctx, char *err, size_t errlen)
+{
     int newest = n ? list[n - 1].version : 0;
     if (current > newest) {
         snprintf(err, errlen,
@@ -77,7 +88,7 @@ int store__migrate(sqlite3 *db, const struct store__migration *list, size_t n, c
         }
         if (list[i].version <= current)
             continue;
-        int rc = apply_one(db, &list[i], err, errlen);
+        int rc = apply(ctx, &list[i], err, errlen);
         if (rc != MLR_OK)
             return rc;
     }

@@ -49,6 +49,11 @@ static int apply_one(struct store__conn *c, const struct store__migration *m, ch
     return MLR_OK;
 }
 
+static int apply_pg(void *c, const struct store__migration *m, char *err, size_t errlen)
+{
+    return apply_one(c, m, err, errlen);
+}
+
 static int migrate_locked(struct store__conn *c, const struct store__migration *list, size_t n,
                           char *err, size_t errlen)
 {
@@ -60,26 +65,7 @@ static int migrate_locked(struct store__conn *c, const struct store__migration *
         snprintf(err, errlen, "cannot read schema version: %s", store__errmsg(c));
         return MLR_EIO;
     }
-    int newest = n ? list[n - 1].version : 0;
-    if (current > newest) {
-        snprintf(err, errlen,
-                 "database schema version %d is newer than this mlrelay supports (%d); "
-                 "run a newer mlrelay or restore a backup",
-                 current, newest);
-        return MLR_ETOONEW;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (list[i].version != (int)i + 1) {
-            snprintf(err, errlen, "migration %s is out of sequence", list[i].name);
-            return MLR_EINTERNAL;
-        }
-        if (list[i].version <= current)
-            continue;
-        rc = apply_one(c, &list[i], err, errlen);
-        if (rc != MLR_OK)
-            return rc;
-    }
-    return MLR_OK;
+    return store__migrate_from(current, list, n, apply_pg, c, err, errlen);
 }
 
 int store__pg_migrate(struct store__conn *c, const struct store__migration *list, size_t n,

@@ -33,6 +33,16 @@ int store__migrate(sqlite3 *db, const struct store__migration *list, size_t n, c
                    size_t errlen);
 
 /*
+ * The part both backends share: checks that the database (at version @current) is not newer
+ * than @list and that @list numbers 1..n with no gap, then calls @apply for each migration above
+ * @current, in order, stopping at the first error. Same returns as store__migrate().
+ */
+typedef int (*store__apply_fn)(void *ctx, const struct store__migration *m, char *err,
+                               size_t errlen);
+int store__migrate_from(int current, const struct store__migration *list, size_t n,
+                        store__apply_fn apply, void *ctx, char *err, size_t errlen);
+
+/*
  * PostgreSQL (pg.c): applies @list above the version recorded in table mlr_schema, each with its
  * version bump in one transaction, holding an advisory lock so nodes starting together migrate
  * once. Same returns as store__migrate().
