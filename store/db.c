@@ -348,13 +348,6 @@ const char *store__col_text(struct store__stmt *st, int i)
     return store__col_null(st, i) ? NULL : PQgetvalue(st->res, st->row, i);
 }
 
-int store__col_bytes(struct store__stmt *st, int i)
-{
-    if (st->lite)
-        return sqlite3_column_bytes(st->lite, i);
-    return store__col_null(st, i) ? 0 : PQgetlength(st->res, st->row, i);
-}
-
 int64_t store__col_int(struct store__stmt *st, int i)
 {
     if (st->lite)

@@ -111,7 +111,6 @@ int store__step(struct store__stmt *st);
 /* Columns of the current row, numbered from 0. Texts are NULL for SQL NULL and valid until the
  * next step or reset. Booleans read as 1 and 0. */
 const char *store__col_text(struct store__stmt *st, int i);
-int store__col_bytes(struct store__stmt *st, int i);
 int64_t store__col_int(struct store__stmt *st, int i);
 double store__col_real(struct store__stmt *st, int i);
 int store__col_null(struct store__stmt *st, int i);

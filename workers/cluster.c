@@ -371,9 +371,3 @@ void workers__cluster_free(struct workers *w)
     json_object_put(c->nodes);
     c->seen = c->reported = c->nodes = NULL;
 }
-
-int workers__cluster_busy(const struct workers *w)
-{
-    const struct workers_cluster *c = &w->cluster;
-    return c->beating || c->syncing || c->settings_reading || c->timer_open;
-}
